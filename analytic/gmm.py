@@ -1,0 +1,249 @@
+"""Gaussian-mixture targets with closed-form noisy laws, scores, denoisers and denoiser Jacobians.
+
+Canonical (EDM) variables: x = x0 + sigma n, x0 ~ p0 = sum_k pi_k N(mu_k, S_k), n ~ N(0, I), so
+p_sigma = sum_k pi_k N(mu_k, S_k + sigma^2 I). With S_k = U_k diag(s_k) U_k^T (one eigendecomposition, reused at
+every sigma), z_k = U_k^T (x - mu_k) and g_k = s_k + sigma^2 (theory.md §1):
+
+    log N_k(x)  = -1/2 sum_j log(2 pi g_kj) - 1/2 sum_j z_kj^2 / g_kj,     w_k = softmax_k(log pi_k + log N_k)
+    score       = grad log p_sigma(x) = sum_k w_k c_k,                      c_k = -U_k (z_k / g_k)
+    denoiser    = E[x0 | x] = sum_k w_k m_k,  m_k = mu_k + U_k (s_k/g_k * z_k)          (= x + sigma^2 score, Tweedie)
+    Jacobian    = dD/dx = Cov[x0 | x]/sigma^2
+                = sum_k w_k U_k diag(s_k/g_k) U_k^T + sigma^2 sum_k w_k (c_k - score)(c_k - score)^T
+The last form (using m_k - D = sigma^2 (c_k - score)) is finite at sigma = 0, where D(x) = x and dD/dx = I for
+non-degenerate covariances. eps = (x - D)/sigma is computed as -sigma * score, which is exact at small sigma where
+the difference x - D would cancel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._checks import DTYPE, as_tensor, check_points, check_sigma, check_spd
+
+__all__ = ["GaussianMixture", "Gaussian"]
+
+_WEIGHT_TOL = 1e-8
+
+
+def _ndtr(z: torch.Tensor) -> torch.Tensor:
+    """Standard normal CDF with full relative accuracy in the lower tail (torch.special.ndtr loses it below -7)."""
+    return 0.5 * torch.special.erfc(-z / math.sqrt(2.0))
+
+
+class GaussianMixture:
+    """p0 = sum_k weights[k] N(means[k], covariances[k]) in R^d, with exact p_sigma quantities."""
+
+    def __init__(self, weights, means, covariances):
+        w = as_tensor(weights, "weights", ndim=1)
+        mu = as_tensor(means, "means", ndim=2)
+        cov = as_tensor(covariances, "covariances", ndim=3)
+        K, d = mu.shape
+        if w.shape[0] != K:
+            raise ValueError(f"weights: expected {K} weights (one per mean), got {w.shape[0]}")
+        if K < 1 or d < 1:
+            raise ValueError(f"means: need at least one component in at least one dimension, got shape {(K, d)}")
+        if cov.shape != (K, d, d):
+            raise ValueError(f"covariances: expected shape {(K, d, d)}, got {tuple(cov.shape)}")
+        if (w < 0).any():
+            raise ValueError(f"weights: must be non-negative, got min {w.min().item():.3g}")
+        total = float(w.sum())
+        if abs(total - 1.0) > _WEIGHT_TOL:
+            raise ValueError(f"weights: must sum to 1, got {total!r}")
+        check_spd(cov, "covariances")
+        self.weights = w / w.sum()
+        self.means = mu
+        self.covariances = 0.5 * (cov + cov.transpose(-1, -2))
+        self.eigvals, self.eigvecs = torch.linalg.eigh(self.covariances)  # (K, d), (K, d, d); columns = vectors
+        self._log_w = torch.log(self.weights)
+
+    # ------------------------------------------------------------------ shape helpers
+    @property
+    def K(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.means.shape[1]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(K={self.K}, d={self.d})"
+
+    def _prep(self, x, sigma):
+        x = check_points(x, self.d)
+        s = check_sigma(sigma, batch=x.shape[0])
+        var = (s**2).reshape(-1, 1, 1) if s.ndim else (s**2)
+        diff = x[:, None, :] - self.means[None]  # (B, K, d)
+        z = torch.einsum("kij,bki->bkj", self.eigvecs, diff)  # U_k^T (x - mu_k)
+        g = self.eigvals[None] + var  # (B, K, d) or (1, K, d)
+        return x, s, z, g
+
+    def _log_components(self, z, g):
+        d = self.d
+        return (
+            self._log_w[None]
+            - 0.5 * torch.log(g).sum(-1)
+            - 0.5 * (z**2 / g).sum(-1)
+            - 0.5 * d * math.log(2 * math.pi)
+        )
+
+    def _check_positive(self, g, what: str):
+        if (g <= 0).any():
+            raise ValueError(f"sigma: {what} needs sigma > 0 for this target (a covariance eigenvalue is 0)")
+
+    # ------------------------------------------------------------------ closed forms
+    def log_prob(self, x, sigma=0.0) -> torch.Tensor:
+        """log p_sigma(x), shape (B,)."""
+        _, _, z, g = self._prep(x, sigma)
+        return torch.logsumexp(self._log_components(z, g), dim=-1)
+
+    def responsibilities(self, x, sigma=0.0) -> torch.Tensor:
+        """Posterior component probabilities w_k(x), shape (B, K)."""
+        _, _, z, g = self._prep(x, sigma)
+        return torch.softmax(self._log_components(z, g), dim=-1)
+
+    def _parts(self, x, sigma):
+        x, s, z, g = self._prep(x, sigma)
+        w = torch.softmax(self._log_components(z, g), dim=-1)  # (B, K)
+        c = -torch.einsum("kij,bkj->bki", self.eigvecs, z / g)  # component scores (B, K, d)
+        return x, s, z, g, w, c
+
+    def score(self, x, sigma=0.0) -> torch.Tensor:
+        """grad_x log p_sigma(x), shape (B, d)."""
+        _, _, _, _, w, c = self._parts(x, sigma)
+        return torch.einsum("bk,bki->bi", w, c)
+
+    def denoiser(self, x, sigma) -> torch.Tensor:
+        """D(x, sigma) = E[x0 | x0 + sigma n = x], shape (B, d)."""
+        _, _, z, g, w, _ = self._parts(x, sigma)
+        shrunk = torch.einsum("kij,bkj->bki", self.eigvecs, self.eigvals[None] / g * z)
+        return torch.einsum("bk,bki->bi", w, self.means[None] + shrunk)
+
+    def eps(self, x, sigma) -> torch.Tensor:
+        """Noise prediction (x - D)/sigma = -sigma * score, shape (B, d)."""
+        s = check_sigma(sigma)
+        s = s.reshape(-1, 1) if s.ndim else s
+        return -s * self.score(x, sigma)
+
+    def denoiser_jacobian(self, x, sigma) -> torch.Tensor:
+        """dD/dx = Cov[x0 | x]/sigma^2 (second-order Tweedie), shape (B, d, d)."""
+        _, s, _, g, w, c = self._parts(x, sigma)
+        within = torch.einsum("bk,kij,bkj,klj->bil", w, self.eigvecs, self.eigvals[None] / g, self.eigvecs)
+        dev = c - torch.einsum("bk,bki->bi", w, c)[:, None, :]
+        var = (s**2).reshape(-1, 1, 1) if s.ndim else s**2
+        between = torch.einsum("bk,bki,bkj->bij", w, dev, dev)
+        return within + var * between
+
+    def posterior_covariance(self, x, sigma) -> torch.Tensor:
+        """Cov[x0 | x] = sigma^2 dD/dx, shape (B, d, d)."""
+        s = check_sigma(sigma)
+        var = (s**2).reshape(-1, 1, 1) if s.ndim else s**2
+        return var * self.denoiser_jacobian(x, sigma)
+
+    def marginal(self, sigma) -> GaussianMixture:
+        """The law of x0 + sigma n: the same mixture with covariances S_k + sigma^2 I."""
+        s = float(check_sigma(sigma))
+        eye = torch.eye(self.d, dtype=DTYPE)
+        return type(self)._from_parts(self.weights, self.means, self.covariances + s**2 * eye)
+
+    @classmethod
+    def _from_parts(cls, weights, means, covariances):
+        return GaussianMixture(weights, means, covariances)
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E[x0], Cov[x0]) with Cov = sum_k pi_k (S_k + (mu_k - m)(mu_k - m)^T), shapes (d,), (d, d)."""
+        m = self.weights @ self.means
+        dev = self.means - m
+        cov = torch.einsum("k,kij->ij", self.weights, self.covariances)
+        return m, cov + torch.einsum("k,ki,kj->ij", self.weights, dev, dev)
+
+    def sample(self, n: int, sigma=0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n exact draws of x0 + sigma n_noise, shape (n, d)."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: must be a positive int, got {n!r}")
+        s = float(check_sigma(sigma))
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        xi = torch.randn(n, self.d, dtype=DTYPE, generator=generator)
+        scale = torch.sqrt(self.eigvals[k] + s**2)  # (n, d)
+        return self.means[k] + torch.einsum("nij,nj->ni", self.eigvecs[k], scale * xi)
+
+    # ------------------------------------------------------------------ 1-D laws
+    def _require_1d(self, what: str):
+        if self.d != 1:
+            raise ValueError(f"{what}: only defined for 1-D mixtures (d = {self.d})")
+
+    def _std(self, sigma):
+        return torch.sqrt(self.covariances[:, 0, 0] + float(check_sigma(sigma)) ** 2)  # (K,)
+
+    def _flat(self, x, name):
+        x = as_tensor(x, name)
+        return x.reshape(-1) if x.ndim == 2 and x.shape[1] == 1 else x
+
+    def cdf(self, x, sigma=0.0) -> torch.Tensor:
+        """P(X <= x) under p_sigma (1-D), x of shape (B,) or (B, 1); returns (B,)."""
+        self._require_1d("cdf")
+        x = self._flat(x, "x")
+        zk = (x[..., None] - self.means[:, 0]) / self._std(sigma)
+        return (_ndtr(zk) * self.weights).sum(-1)
+
+    def sf(self, x, sigma=0.0) -> torch.Tensor:
+        """P(X > x) under p_sigma (1-D), accurate in the upper tail."""
+        self._require_1d("sf")
+        x = self._flat(x, "x")
+        zk = (x[..., None] - self.means[:, 0]) / self._std(sigma)
+        return (_ndtr(-zk) * self.weights).sum(-1)
+
+    def _invert(self, fn, p, sigma, increasing: bool, name: str):
+        p = self._flat(p, name)
+        if ((p <= 0) | (p >= 1)).any():
+            raise ValueError(f"{name}: probabilities must lie in (0, 1)")
+        sd = self._std(sigma)
+        # Bracket: every component's 40-sd window; tails beyond it are below 1e-300 relative.
+        lo = torch.full_like(p, float((self.means[:, 0] - 40 * sd).min()))
+        hi = torch.full_like(p, float((self.means[:, 0] + 40 * sd).max()))
+        for _ in range(200):  # bisection to float64 resolution of the bracket
+            mid = 0.5 * (lo + hi)
+            below = fn(mid, sigma) < p if increasing else fn(mid, sigma) > p
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+            if ((hi - lo) <= 4 * torch.finfo(DTYPE).eps * torch.maximum(lo.abs(), hi.abs())).all():
+                break
+        return 0.5 * (lo + hi)
+
+    def quantile(self, u, sigma=0.0) -> torch.Tensor:
+        """Q(u): the x with cdf(x) = u (1-D), u in (0, 1), shape (B,)."""
+        self._require_1d("quantile")
+        return self._invert(self.cdf, u, sigma, True, "u")
+
+    def isf(self, v, sigma=0.0) -> torch.Tensor:
+        """Inverse survival function: the x with sf(x) = v (1-D); use it for upper-tail quantiles."""
+        self._require_1d("isf")
+        return self._invert(self.sf, v, sigma, False, "v")
+
+
+class Gaussian(GaussianMixture):
+    """A single Gaussian N(mean, covariance): a GaussianMixture with K = 1."""
+
+    def __init__(self, mean, covariance):
+        mean = as_tensor(mean, "mean", ndim=1)
+        covariance = as_tensor(covariance, "covariance", ndim=2)
+        if covariance.shape != (mean.shape[0], mean.shape[0]):
+            raise ValueError(
+                f"covariance: expected shape {(mean.shape[0], mean.shape[0])}, got {tuple(covariance.shape)}"
+            )
+        try:
+            super().__init__(torch.ones(1, dtype=DTYPE), mean[None], covariance[None])
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("covariances:", "covariance:", 1)) from None
+
+    @classmethod
+    def _from_parts(cls, weights, means, covariances):
+        return Gaussian(means[0], covariances[0])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.means[0]
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        return self.covariances[0]
