@@ -32,12 +32,17 @@ def _require_gaussian(target) -> None:
         raise ValueError("gaussian: the closed-form flow map needs a single Gaussian (K = 1)")
 
 
+def _ratios(gaussian, sf: float, st: float) -> torch.Tensor:
+    lam = gaussian.eigvals[0]
+    return torch.sqrt((lam + st**2) / (lam + sf**2))
+
+
 def gaussian_flow_affine(gaussian: Gaussian, sigma_from, sigma_to) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, c) with Phi(x) = M x + c, the exact flow map from sigma_from to sigma_to of a Gaussian target."""
     _require_gaussian(gaussian)
     sf, st = float(check_sigma(sigma_from, "sigma_from")), float(check_sigma(sigma_to, "sigma_to"))
-    lam, U = gaussian.eigvals[0], gaussian.eigvecs[0]
-    r = torch.sqrt((lam + st**2) / (lam + sf**2))
+    r = _ratios(gaussian, sf, st)
+    U = gaussian.eigvecs[0] if gaussian.eigvecs is not None else torch.eye(gaussian.d, dtype=DTYPE)
     M = (U * r) @ U.T
     mu = gaussian.means[0]
     return M, mu - M @ mu
@@ -47,6 +52,10 @@ def gaussian_flow_map(gaussian: Gaussian, x, sigma_from, sigma_to) -> torch.Tens
     """Exact PF-ODE flow map of a Gaussian target applied to x (B, d)."""
     _require_gaussian(gaussian)
     x = check_points(x, gaussian.d)
+    if gaussian.is_diagonal:  # elementwise: no d x d matrix at large d
+        sf, st = float(check_sigma(sigma_from, "sigma_from")), float(check_sigma(sigma_to, "sigma_to"))
+        mu = gaussian.means[0]
+        return mu + _ratios(gaussian, sf, st) * (x - mu)
     M, c = gaussian_flow_affine(gaussian, sigma_from, sigma_to)
     return x @ M.T + c
 

@@ -54,9 +54,42 @@ class GaussianMixture:
         check_spd(cov, "covariances")
         self.weights = w / w.sum()
         self.means = mu
-        self.covariances = 0.5 * (cov + cov.transpose(-1, -2))
-        self.eigvals, self.eigvecs = torch.linalg.eigh(self.covariances)  # (K, d), (K, d, d); columns = vectors
+        self._cov = 0.5 * (cov + cov.transpose(-1, -2))
+        self.eigvals, self.eigvecs = torch.linalg.eigh(self._cov)  # (K, d), (K, d, d); columns = vectors
         self._log_w = torch.log(self.weights)
+
+    @classmethod
+    def from_diagonal(cls, weights, means, variances) -> GaussianMixture:
+        """A mixture with diagonal covariances diag(variances[k]); never forms a d x d matrix (fast at large d)."""
+        w = as_tensor(weights, "weights", ndim=1)
+        mu = as_tensor(means, "means", ndim=2)
+        var = as_tensor(variances, "variances", ndim=2)
+        if var.shape != mu.shape:
+            raise ValueError(f"variances: expected shape {tuple(mu.shape)}, got {tuple(var.shape)}")
+        if (var <= 0).any():
+            raise ValueError(f"variances: must be positive, got min {var.min().item():.3g}")
+        one = torch.ones(1, 1, 1, dtype=DTYPE)
+        obj = GaussianMixture.__new__(GaussianMixture)
+        GaussianMixture.__init__(obj, w, mu[:, :1], one.expand(mu.shape[0], 1, 1))  # validates weights
+        obj.means, obj.eigvals, obj.eigvecs, obj._cov = mu, var.clone(), None, None
+        return obj
+
+    @property
+    def covariances(self) -> torch.Tensor:
+        """(K, d, d) covariance matrices (formed on demand for a diagonal mixture)."""
+        return self._cov if self._cov is not None else torch.diag_embed(self.eigvals)
+
+    @property
+    def is_diagonal(self) -> bool:
+        return self.eigvecs is None
+
+    def _to_eig(self, v):
+        """U_k^T v_k for v of shape (B, K, d)."""
+        return v if self.eigvecs is None else torch.einsum("kij,bki->bkj", self.eigvecs, v)
+
+    def _from_eig(self, v):
+        """U_k v_k for v of shape (B, K, d)."""
+        return v if self.eigvecs is None else torch.einsum("kij,bkj->bki", self.eigvecs, v)
 
     # ------------------------------------------------------------------ shape helpers
     @property
@@ -75,7 +108,7 @@ class GaussianMixture:
         s = check_sigma(sigma, batch=x.shape[0])
         var = (s**2).reshape(-1, 1, 1) if s.ndim else (s**2)
         diff = x[:, None, :] - self.means[None]  # (B, K, d)
-        z = torch.einsum("kij,bki->bkj", self.eigvecs, diff)  # U_k^T (x - mu_k)
+        z = self._to_eig(diff)  # U_k^T (x - mu_k)
         g = self.eigvals[None] + var  # (B, K, d) or (1, K, d)
         return x, s, z, g
 
@@ -106,7 +139,7 @@ class GaussianMixture:
     def _parts(self, x, sigma):
         x, s, z, g = self._prep(x, sigma)
         w = torch.softmax(self._log_components(z, g), dim=-1)  # (B, K)
-        c = -torch.einsum("kij,bkj->bki", self.eigvecs, z / g)  # component scores (B, K, d)
+        c = -self._from_eig(z / g)  # component scores (B, K, d)
         return x, s, z, g, w, c
 
     def score(self, x, sigma=0.0) -> torch.Tensor:
@@ -117,7 +150,7 @@ class GaussianMixture:
     def denoiser(self, x, sigma) -> torch.Tensor:
         """D(x, sigma) = E[x0 | x0 + sigma n = x], shape (B, d)."""
         _, _, z, g, w, _ = self._parts(x, sigma)
-        shrunk = torch.einsum("kij,bkj->bki", self.eigvecs, self.eigvals[None] / g * z)
+        shrunk = self._from_eig(self.eigvals[None] / g * z)
         return torch.einsum("bk,bki->bi", w, self.means[None] + shrunk)
 
     def eps(self, x, sigma) -> torch.Tensor:
@@ -129,7 +162,11 @@ class GaussianMixture:
     def denoiser_jacobian(self, x, sigma) -> torch.Tensor:
         """dD/dx = Cov[x0 | x]/sigma^2 (second-order Tweedie), shape (B, d, d)."""
         _, s, _, g, w, c = self._parts(x, sigma)
-        within = torch.einsum("bk,kij,bkj,klj->bil", w, self.eigvecs, self.eigvals[None] / g, self.eigvecs)
+        ratio = self.eigvals[None] / g  # (B, K, d)
+        if self.eigvecs is None:
+            within = torch.diag_embed(torch.einsum("bk,bkj->bj", w, ratio))
+        else:
+            within = torch.einsum("bk,kij,bkj,klj->bil", w, self.eigvecs, ratio, self.eigvecs)
         dev = c - torch.einsum("bk,bki->bi", w, c)[:, None, :]
         var = (s**2).reshape(-1, 1, 1) if s.ndim else s**2
         between = torch.einsum("bk,bki,bkj->bij", w, dev, dev)
@@ -144,6 +181,8 @@ class GaussianMixture:
     def marginal(self, sigma) -> GaussianMixture:
         """The law of x0 + sigma n: the same mixture with covariances S_k + sigma^2 I."""
         s = float(check_sigma(sigma))
+        if self.is_diagonal:
+            return GaussianMixture.from_diagonal(self.weights, self.means, self.eigvals + s**2)
         eye = torch.eye(self.d, dtype=DTYPE)
         return type(self)._from_parts(self.weights, self.means, self.covariances + s**2 * eye)
 
@@ -155,7 +194,7 @@ class GaussianMixture:
         """(E[x0], Cov[x0]) with Cov = sum_k pi_k (S_k + (mu_k - m)(mu_k - m)^T), shapes (d,), (d, d)."""
         m = self.weights @ self.means
         dev = self.means - m
-        cov = torch.einsum("k,kij->ij", self.weights, self.covariances)
+        cov = torch.einsum("k,kij->ij", self.weights, self.covariances)  # forms d x d: moments are for small d
         return m, cov + torch.einsum("k,ki,kj->ij", self.weights, dev, dev)
 
     def sample(self, n: int, sigma=0.0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -166,6 +205,8 @@ class GaussianMixture:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         xi = torch.randn(n, self.d, dtype=DTYPE, generator=generator)
         scale = torch.sqrt(self.eigvals[k] + s**2)  # (n, d)
+        if self.eigvecs is None:
+            return self.means[k] + scale * xi
         return self.means[k] + torch.einsum("nij,nj->ni", self.eigvecs[k], scale * xi)
 
     # ------------------------------------------------------------------ 1-D laws
@@ -174,7 +215,7 @@ class GaussianMixture:
             raise ValueError(f"{what}: only defined for 1-D mixtures (d = {self.d})")
 
     def _std(self, sigma):
-        return torch.sqrt(self.covariances[:, 0, 0] + float(check_sigma(sigma)) ** 2)  # (K,)
+        return torch.sqrt(self.eigvals[:, 0] + float(check_sigma(sigma)) ** 2)  # (K,); 1-D: eigenvalue = variance
 
     def _flat(self, x, name):
         x = as_tensor(x, name)

@@ -165,3 +165,17 @@ def test_methods_reject_bad_input():
         Gaussian([0.0], [[-1.0]])
     with pytest.raises(ValueError, match="^u:"):
         GaussianMixture([1.0], [[0.0]], [[[1.0]]]).quantile(torch.tensor([0.0, 0.5]))
+
+
+def test_diagonal_mixture_equals_full_form():
+    rng = __import__("numpy").random.default_rng(4)
+    w, mu, var = rng.dirichlet([1, 1, 1]), rng.standard_normal((3, 5)), rng.uniform(0.1, 2.0, (3, 5))
+    diag = GaussianMixture.from_diagonal(w, mu, var)
+    full = GaussianMixture(w, mu, __import__("numpy").stack([__import__("numpy").diag(v) for v in var]))
+    x = full.sample(7, sigma=0.5, generator=torch.Generator().manual_seed(0))
+    for s in (0.0, 0.3, 20.0):
+        for name in ("denoiser", "score", "log_prob", "denoiser_jacobian"):
+            torch.testing.assert_close(getattr(diag, name)(x, s), getattr(full, name)(x, s), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(diag.marginal(2.0).covariances, full.marginal(2.0).covariances)
+    with pytest.raises(ValueError, match="^variances:"):
+        GaussianMixture.from_diagonal(w, mu, -var)
