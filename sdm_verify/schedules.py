@@ -30,7 +30,7 @@ import torch
 
 from .solvers.base import check_grid as check
 
-__all__ = ["get", "available", "register", "check", "edm", "logsnr", "uniform_t", "time_quadratic"]
+__all__ = ["get", "available", "uses_process", "register", "check", "edm", "logsnr", "uniform_t", "time_quadratic"]
 
 DTYPE = torch.float64
 Schedule = Callable[..., torch.Tensor]
@@ -155,6 +155,16 @@ def register(name: str, schedule: Schedule) -> None:
     if name in _REGISTRY:
         raise ValueError(f"name: schedule {name!r} is already registered")
     _REGISTRY[name] = schedule
+
+
+#: schedules whose grid depends on the process (the others are defined in sigma and ignore `process`)
+PROCESS_SCHEDULES = frozenset({"uniform_t", "time_quadratic"})
+
+
+def uses_process(name: str) -> bool:
+    """Whether the grid of schedule `name` depends on the process."""
+    get(name)
+    return name in PROCESS_SCHEDULES
 
 
 def available() -> list[str]:

@@ -1,0 +1,122 @@
+"""The solver interface: solver(denoiser, x, sigmas) -> x, in canonical (EDM) variables.
+
+A solver is a `Solver` subclass. It declares `name`, `order` (the global order it claims) and `nfe(n_steps)`, and
+implements one step; the integration loop, the grid checks and the divergence check live here (diffrax's split
+between the step and the loop). Steps see only the denoiser D(x, sigma) (posterior mean of x0 given
+x = x0 + sigma n) and the sigma grid: solvers never import the oracle.
+
+Conventions used by every step:
+    EDM ODE          dx/dsigma = (x - D(x, sigma)) / sigma                      (Karras et al. 2022, Eq. 3)
+    half log-SNR     lambda = -log sigma;  h = lambda_next - lambda = log(sigma / sigma_next) > 0
+    data prediction  x_next = (sigma_next/sigma) x + sigma_next * int_lambda^lambda_next e^l D dl  (DPM-Solver++)
+Coefficients are computed in float64 Python floats from the float64 grid, then applied in the dtype of x.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from ..errors import GridError, SolverDivergedError
+
+Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def check_grid(sigmas) -> torch.Tensor:
+    """Validate a sigma grid: 1-D, float64-convertible, finite, >= 0, strictly decreasing, at least 2 points."""
+    # a Python list would default to float32 in torch.as_tensor: read every grid in float64
+    s = sigmas if torch.is_tensor(sigmas) else torch.as_tensor(sigmas, dtype=torch.float64)
+    if s.ndim != 1 or s.numel() < 2:
+        raise GridError(f"sigmas: expected a 1-D grid of at least 2 noise levels, got shape {tuple(s.shape)}")
+    s = s.detach().to(device="cpu", dtype=torch.float64)
+    if not torch.isfinite(s).all():
+        raise GridError("sigmas: contains NaN or inf")
+    if (s < 0).any():
+        raise GridError(f"sigmas: negative noise level {s.min().item():.6g}")
+    diffs = s[1:] - s[:-1]
+    if not (diffs < 0).all():
+        i = int(torch.nonzero(diffs >= 0)[0])
+        raise GridError(
+            f"sigmas: not strictly decreasing at index {i} ({s[i].item():.6g} -> {s[i + 1].item():.6g})"
+        )
+    return s
+
+
+@dataclass
+class StepContext:
+    """What a step may read: the grid as Python floats and a per-run scratch dict (history for multistep)."""
+
+    sigmas: list[float]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def h(self, i: int) -> float:
+        """Step size in lambda = -log sigma; inf for a step into sigma = 0."""
+        s, t = self.sigmas[i], self.sigmas[i + 1]
+        return math.inf if t == 0 else math.log(s / t)
+
+
+class Solver:
+    """Base class: subclasses set `name`, `order`, `nfe_per_step` (or override `nfe`) and implement `step`."""
+
+    name: str = "solver"
+    order: int = 1
+    nfe_per_step: int = 1
+    #: what the step does when sigma_next == 0, stated for the README and the report
+    final_step: str = "Euler (x <- D(x, sigma)), 1 NFE"
+
+    def nfe(self, n_steps: int) -> int:
+        """Denoiser calls the solver expects for `n_steps` steps on a grid that ends above 0."""
+        return self.nfe_per_step * n_steps
+
+    def nfe_to_zero(self, n_steps: int) -> int:
+        """Expected calls when the last of the `n_steps` steps goes to sigma = 0 (default: same as `nfe`)."""
+        return self.nfe(n_steps)
+
+    def step(self, denoiser: Denoiser, x: torch.Tensor, i: int, ctx: StepContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        """The parameters that distinguish this configured instance (for result keys)."""
+        return {}
+
+    def __call__(self, denoiser: Denoiser, x: torch.Tensor, sigmas, callback=None) -> torch.Tensor:
+        grid = check_grid(sigmas)
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise TypeError("x: expected a floating-point tensor")
+        ctx = StepContext(sigmas=grid.tolist())
+        step_index = 0
+
+        def guarded(y, sigma, *args, **kwargs):
+            # a stage that already left the finite numbers stops the run here, naming the step
+            if not torch.isfinite(y).all():
+                raise SolverDivergedError(self.name, step_index, float(sigma), "non-finite input to the denoiser")
+            return denoiser(y, sigma, *args, **kwargs)
+
+        for i in range(len(ctx.sigmas) - 1):
+            step_index = i
+            x = self.step(guarded, x, i, ctx)
+            if not torch.isfinite(x).all():
+                raise SolverDivergedError(self.name, i, ctx.sigmas[i + 1])
+            if callback is not None:
+                callback({"i": i, "sigma": ctx.sigmas[i], "sigma_next": ctx.sigmas[i + 1], "x": x})
+        return x
+
+    def __repr__(self) -> str:
+        p = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({p})" if p else f"{type(self).__name__}()"
+
+
+def ode_derivative(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
+    """d = dx/dsigma = (x - D)/sigma of the EDM ODE (k-diffusion's `to_d`)."""
+    return (x - denoised) / sigma
+
+
+#: The math namespace solvers use for their coefficient functions. A solver that exposes `update_rule(h, ratios,
+#: ops)` evaluates it with MATH_OPS in `step`; the harness evaluates the same function with sympy's namespace
+#: (analytic.symbolic.SYMPY_OPS) to derive the order symbolically from the code that actually runs.
+MATH_OPS = SimpleNamespace(exp=math.exp, expm1=math.expm1, log=math.log, sqrt=math.sqrt)
