@@ -243,11 +243,13 @@ class GaussianMixture:
         # Bracket: every component's 40-sd window; tails beyond it are below 1e-300 relative.
         lo = torch.full_like(p, float((self.means[:, 0] - 40 * sd).min()))
         hi = torch.full_like(p, float((self.means[:, 0] + 40 * sd).max()))
-        for _ in range(200):  # bisection to float64 resolution of the bracket
+        # float64 resolution, relative to |x| and, for answers near 0, to the mixture's own scale
+        scale = float(self.means[:, 0].abs().max() + sd.max())
+        for _ in range(200):  # bisection
             mid = 0.5 * (lo + hi)
             below = fn(mid, sigma) < p if increasing else fn(mid, sigma) > p
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-            if ((hi - lo) <= 4 * torch.finfo(DTYPE).eps * torch.maximum(lo.abs(), hi.abs())).all():
+            if ((hi - lo) <= 4 * torch.finfo(DTYPE).eps * (torch.maximum(lo.abs(), hi.abs()) + scale)).all():
                 break
         return 0.5 * (lo + hi)
 

@@ -1,0 +1,121 @@
+"""The theory sweep: (solver x schedule x process x target x N) cells -> tidy result rows, resumable.
+
+A cell is one sampler run measured against the oracle (sdm_verify.meters): the target's exact noisy law at
+sigma_max is pushed through the solver on the schedule's grid and compared, in W2 (or its synchronous upper
+bound), with the exact law at the grid's end:
+    final=False  the grid ends at sigma_min and the error is measured against p_{sigma_min}: the error that converges
+                 with N (theory.md §5 (a));
+    final=True   the same family of grids ends with a step into sigma = 0 and the error is measured against p_0: the
+                 full sampler, whose last fixed-size step does not shrink with N; reported separately.
+NFE comes from counting the denoiser calls of one run, never from the solver. The process matters only where the
+grid depends on it (uniform_t, time_quadratic) or the solver integrates in the process's own time (euler_t, heun_t):
+canonical solvers on sigma-defined grids give the same numbers for every process, so such cells are keyed with
+process "any" and computed once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from analytic import processes as oracle_processes
+
+from . import schedules, solvers, targets
+from .errors import SolverDivergedError
+from .meters import cached_meter, meter_for
+from .nfe import count_nfe
+from .store import ResultStore, run_pending
+
+#: bump when a change alters the numbers a cell produces, so stored rows are not reused across it
+SWEEP_VERSION = 1
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+
+
+@dataclass(frozen=True)
+class Cell:
+    target: str
+    solver: str
+    schedule: str
+    n: int
+    process: str = "ve"
+    sigma_min: float = SIGMA_MIN
+    sigma_max: float = SIGMA_MAX
+    final: bool = False
+    solver_params: dict = field(default_factory=dict, hash=False)
+    schedule_params: dict = field(default_factory=dict, hash=False)
+
+    def config(self) -> dict:
+        """The JSON-safe configuration that keys this cell in the results store."""
+        relevant = schedules.uses_process(self.schedule) or self.solver in _NEEDS_PROCESS
+        cfg = asdict(self)
+        cfg["process"] = self.process if relevant else "any"
+        cfg["version"] = SWEEP_VERSION
+        return cfg
+
+
+#: registered solvers that integrate in a process's own time and take `process=`
+_NEEDS_PROCESS = frozenset(n for n in solvers.available() if solvers.needs_process(n))
+
+
+def grid_for(cfg: dict) -> torch.Tensor:
+    """The sigma grid of a cell configuration."""
+    proc = oracle_processes.get(cfg["process"]) if cfg["process"] != "any" else None
+    params = dict(cfg.get("schedule_params") or {})
+    if proc is not None:
+        params["process"] = proc
+    return schedules.get(cfg["schedule"])(cfg["n"], cfg["sigma_min"], cfg["sigma_max"], zero=cfg["final"], **params)
+
+
+def solver_for(cfg: dict):
+    params = dict(cfg.get("solver_params") or {})
+    if cfg["solver"] in _NEEDS_PROCESS:
+        params["process"] = oracle_processes.get(cfg["process"] if cfg["process"] != "any" else "ve")
+    return solvers.get(cfg["solver"], **params)
+
+
+def measure_run(solver, target, sigmas: torch.Tensor, sigma_to: float) -> dict:
+    """Run `solver` (any callable with the solver signature) from the exact law at sigmas[0] and measure its output
+    against the exact law at sigma_to. `target`: an embedded target's name (its meter is cached) or a
+    GaussianMixture."""
+    if isinstance(target, str):
+        meter = cached_meter(target, float(sigmas[0]), float(sigma_to))
+        target = targets.get(target)
+    else:
+        meter = meter_for(target, float(sigmas[0]), float(sigma_to))
+    counted = count_nfe(target.denoiser)
+    calls = [0]
+
+    def run(x):
+        calls[0] += 1
+        return solver(counted, x, sigmas)
+
+    t0 = time.perf_counter()
+    try:
+        error, status, detail = meter.measure(run), "ok", ""
+    except SolverDivergedError as exc:
+        error, status, detail = math.inf, "diverged", str(exc)
+    wall = time.perf_counter() - t0
+    nfe = counted.nfe // max(calls[0], 1)
+    return dict(error=error, status=status, detail=detail, nfe=nfe, runs=calls[0], wall=wall,
+                metric=meter.metric, floor=meter.floor)
+
+
+def compute_cell(cfg: dict) -> dict:
+    """The result row of one cell configuration (see Cell.config)."""
+    sigmas = grid_for(cfg)
+    return measure_run(solver_for(cfg), cfg["target"], sigmas, 0.0 if cfg["final"] else cfg["sigma_min"])
+
+
+def run_cells(cells, store: ResultStore | None = None, *, progress: bool = True, desc: str = "cells") -> list[dict]:
+    """Compute every cell not already in `store` (rows are written as they finish), then return all rows in
+    the order of `cells`, each as {**config, **row}. Without a store, an in-memory one is used."""
+    configs = [c.config() if isinstance(c, Cell) else c for c in cells]
+    if store is None:
+        bar = tqdm(configs, desc=desc, disable=None if progress else True, leave=False)
+        return [{**cfg, **compute_cell(cfg)} for cfg in bar]
+    run_pending(configs, compute_cell, store, progress=progress, desc=desc)
+    return [{**cfg, **store.get(cfg)} for cfg in configs]
