@@ -84,12 +84,23 @@ class GaussianMixture:
         return self.eigvecs is None
 
     def _to_eig(self, v):
-        """U_k^T v_k for v of shape (B, K, d)."""
-        return v if self.eigvecs is None else torch.einsum("kij,bki->bkj", self.eigvecs, v)
+        """U_k^T v_k for v of shape (B, K, d) (batched matmul: einsum's overhead dominated small calls)."""
+        return v if self.eigvecs is None else torch.bmm(v.transpose(0, 1), self.eigvecs).transpose(0, 1)
 
     def _from_eig(self, v):
         """U_k v_k for v of shape (B, K, d)."""
-        return v if self.eigvecs is None else torch.einsum("kij,bkj->bki", self.eigvecs, v)
+        return v if self.eigvecs is None else torch.bmm(v.transpose(0, 1), self.eigvecs.transpose(1, 2)).transpose(0, 1)
+
+    @staticmethod
+    def _mix(w, v):
+        """sum_k w[b, k] v[b, k, :] for w (B, K), v (B, K, d)."""
+        return torch.bmm(w.unsqueeze(1), v).squeeze(1)
+
+    def _weights_of(self, z, g):
+        """Posterior component weights (B, K); identically 1 for a single Gaussian (no log-density needed)."""
+        if self.K == 1:
+            return torch.ones(z.shape[0], 1, dtype=z.dtype)
+        return torch.softmax(self._log_components(z, g), dim=-1)
 
     # ------------------------------------------------------------------ shape helpers
     @property
@@ -138,20 +149,21 @@ class GaussianMixture:
 
     def _parts(self, x, sigma):
         x, s, z, g = self._prep(x, sigma)
-        w = torch.softmax(self._log_components(z, g), dim=-1)  # (B, K)
+        w = self._weights_of(z, g)  # (B, K)
         c = -self._from_eig(z / g)  # component scores (B, K, d)
         return x, s, z, g, w, c
 
     def score(self, x, sigma=0.0) -> torch.Tensor:
         """grad_x log p_sigma(x), shape (B, d)."""
         _, _, _, _, w, c = self._parts(x, sigma)
-        return torch.einsum("bk,bki->bi", w, c)
+        return self._mix(w, c)
 
     def denoiser(self, x, sigma) -> torch.Tensor:
         """D(x, sigma) = E[x0 | x0 + sigma n = x], shape (B, d)."""
-        _, _, z, g, w, _ = self._parts(x, sigma)
+        _, _, z, g = self._prep(x, sigma)
+        w = self._weights_of(z, g)
         shrunk = self._from_eig(self.eigvals[None] / g * z)
-        return torch.einsum("bk,bki->bi", w, self.means[None] + shrunk)
+        return self._mix(w, (self.means[None] + shrunk).expand(z.shape[0], -1, -1))
 
     def eps(self, x, sigma) -> torch.Tensor:
         """Noise prediction (x - D)/sigma = -sigma * score, shape (B, d)."""
@@ -167,7 +179,7 @@ class GaussianMixture:
             within = torch.diag_embed(torch.einsum("bk,bkj->bj", w, ratio))
         else:
             within = torch.einsum("bk,kij,bkj,klj->bil", w, self.eigvecs, ratio, self.eigvecs)
-        dev = c - torch.einsum("bk,bki->bi", w, c)[:, None, :]
+        dev = c - self._mix(w, c)[:, None, :]
         var = (s**2).reshape(-1, 1, 1) if s.ndim else s**2
         between = torch.einsum("bk,bki,bkj->bij", w, dev, dev)
         return within + var * between

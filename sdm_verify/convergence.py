@@ -6,13 +6,32 @@ start points for every N), fitted by `orders.fit_order` on the asymptotic window
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from .meters import meter_for
 from .orders import OrderFit, fit_order
 from .store import ResultStore
 from .sweep import SIGMA_MAX, SIGMA_MIN, Cell, grid_for, measure_run, run_cells
 
 DEFAULT_NS = (32, 64, 128, 256)
+
+
+def row_error(row: dict) -> float:
+    """A result row's error; inf for a run that produced none (status "error": the message is in its error field)."""
+    return float(row["error"]) if row.get("status", "ok") in ("ok", "diverged") else math.inf
+
+
+def fit_rows(ns, rows: list[dict], **fit_kw) -> OrderFit:
+    """fit_order on result rows (one per N): floor = the largest stated meter floor; a run without a finite error
+    (diverged, failed) leaves no window to fit, and the reason says which."""
+    ns = [int(n) for n in ns]
+    errors = [row_error(r) for r in rows]
+    bad = [(n, str(r.get("status", "ok"))) for n, e, r in zip(ns, errors, rows, strict=True) if not math.isfinite(e)]
+    if bad:
+        reason = "no finite error at " + ", ".join(f"N={n} ({st})" for n, st in bad)
+        return OrderFit(None, None, [math.nan] * (len(ns) - 1), None, ns, errors, False, reason)
+    return fit_order(ns, errors, floor=max(float(r.get("floor", 0.0)) for r in rows), **fit_kw)
 
 
 @dataclass
@@ -89,13 +108,13 @@ def measure_order(solver, target, process: str = "ve", schedule: str = "edm", ns
         if claimed is None:
             claimed = getattr(solver, "order", None)
         rows = []
+        meter = None if isinstance(target, str) else meter_for(target, sigma_max, sigma_min)
         for n in ns:
             cfg = Cell("-", name, schedule, n, process, sigma_min, sigma_max, False, {},
                        dict(schedule_params or {})).config()
-            rows.append(measure_run(solver, target, grid_for(cfg), sigma_min))
-    errors = [float(r["error"]) for r in rows]
-    floor = max(float(r["floor"]) for r in rows)
-    fit = fit_order(ns, errors, floor=floor, **fit_kw)
+            rows.append(measure_run(solver, target, grid_for(cfg), sigma_min, meter=meter))
+    fit = fit_rows(ns, rows, **fit_kw)
+    errors, floor = fit.errors, max(float(r["floor"]) for r in rows)
     tname = target if isinstance(target, str) else repr(target)
     return OrderMeasurement(name, claimed, tname, rows[0].get("process", process), schedule, ns,
                             [int(r["nfe"]) for r in rows], errors, rows[0]["metric"], floor, fit)

@@ -29,12 +29,31 @@ class SymbolicOrder:
         return dict(self.__dict__)
 
 
+_CACHE: dict[tuple, SymbolicOrder] = {}
+
+
+def has_rule(solver) -> bool:
+    """Whether `solver` exposes coefficient functions the symbolic check can expand."""
+    return getattr(solver, "symbolic_form", None) is not None and getattr(solver, "update_rule", None) is not None
+
+
 def symbolic_order(solver) -> SymbolicOrder | None:
-    """The symbolic global orders of `solver`, or None when it exposes no coefficient functions."""
-    form = getattr(solver, "symbolic_form", None)
-    rule = getattr(solver, "update_rule", None)
-    if form is None or rule is None:
+    """The symbolic global orders of `solver`, or None when it exposes no coefficient functions. Cached per solver
+    class and parameters (the UniPC expansions take seconds)."""
+    if not has_rule(solver):
         return None
+    params = getattr(solver, "params", None)
+    key = (type(solver).__module__, type(solver).__qualname__, repr(params())) if callable(params) else None
+    if key is not None and key in _CACHE:
+        return _CACHE[key]
+    result = _expand(solver)
+    if key is not None:
+        _CACHE[key] = result
+    return result
+
+
+def _expand(solver) -> SymbolicOrder:
+    form, rule = solver.symbolic_form, solver.update_rule
     scope = "multistep (exact history)"
     if getattr(solver, "corrector", False) and hasattr(solver, "corrector_rule"):
         rule, scope = solver.corrector_rule, "predictor-corrector: the corrected step (exact history)"

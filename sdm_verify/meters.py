@@ -77,10 +77,10 @@ class GaussianMeter(Meter):
 
 class Quantile1DMeter(Meter):
     metric = "w2_1d"
-    #: adaptive Gauss-Legendre on W2^2 to max(RTOL * W2^2, ATOL): W2 to ~5e-7 relative or ~1e-11 absolute. Tighter
+    #: adaptive Gauss-Legendre on W2^2 to max(RTOL * W2^2, ATOL): W2 to ~5e-7 relative or ~1e-13 absolute. Tighter
     #: tolerances only add refinement rounds (each one a solver run) around the steep parts of the optimal map.
-    RTOL, ATOL, MAX_ROUNDS = 1e-6, 1e-22, 16
-    floor = 1e-11
+    RTOL, ATOL, MAX_ROUNDS = 1e-6, 1e-26, 16
+    floor = ROUNDOFF_FLOOR
 
     def __init__(self, target, sigma_from, sigma_to):
         super().__init__(target, sigma_from, sigma_to)

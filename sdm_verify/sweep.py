@@ -16,6 +16,7 @@ process "any" and computed once.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -28,10 +29,10 @@ from . import schedules, solvers, targets
 from .errors import SolverDivergedError
 from .meters import cached_meter, meter_for
 from .nfe import count_nfe
-from .store import ResultStore, run_pending
+from .store import ResultStore, config_key, run_pending
 
 #: bump when a change alters the numbers a cell produces, so stored rows are not reused across it
-SWEEP_VERSION = 1
+SWEEP_VERSION = 2
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
 
@@ -77,15 +78,15 @@ def solver_for(cfg: dict):
     return solvers.get(cfg["solver"], **params)
 
 
-def measure_run(solver, target, sigmas: torch.Tensor, sigma_to: float) -> dict:
+def measure_run(solver, target, sigmas: torch.Tensor, sigma_to: float, meter=None) -> dict:
     """Run `solver` (any callable with the solver signature) from the exact law at sigmas[0] and measure its output
     against the exact law at sigma_to. `target`: an embedded target's name (its meter is cached) or a
-    GaussianMixture."""
+    GaussianMixture (pass `meter` to reuse one across runs: common random numbers, one reference solve)."""
     if isinstance(target, str):
-        meter = cached_meter(target, float(sigmas[0]), float(sigma_to))
+        meter = meter or cached_meter(target, float(sigmas[0]), float(sigma_to))
         target = targets.get(target)
     else:
-        meter = meter_for(target, float(sigmas[0]), float(sigma_to))
+        meter = meter or meter_for(target, float(sigmas[0]), float(sigma_to))
     counted = count_nfe(target.denoiser)
     calls = [0]
 
@@ -110,12 +111,41 @@ def compute_cell(cfg: dict) -> dict:
     return measure_run(solver_for(cfg), cfg["target"], sigmas, 0.0 if cfg["final"] else cfg["sigma_min"])
 
 
-def run_cells(cells, store: ResultStore | None = None, *, progress: bool = True, desc: str = "cells") -> list[dict]:
-    """Compute every cell not already in `store` (rows are written as they finish), then return all rows in
-    the order of `cells`, each as {**config, **row}. Without a store, an in-memory one is used."""
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead, and the workers share the cores
+
+
+def _compute_pair(cfg: dict) -> tuple[dict, dict]:
+    return cfg, compute_cell(cfg)
+
+
+def run_cells(cells, store: ResultStore | None = None, *, jobs: int = 1, progress: bool = True,
+              desc: str = "cells") -> list[dict]:
+    """Compute every cell not already in `store`, writing each row as it finishes (an interrupted sweep loses at
+    most the cells in progress), then return all rows in the order of `cells`, each as {**config, **row}.
+    jobs > 1 computes in that many worker processes (the parent alone writes to the store). Without a store the
+    rows are computed and returned only."""
     configs = [c.config() if isinstance(c, Cell) else c for c in cells]
     if store is None:
         bar = tqdm(configs, desc=desc, disable=None if progress else True, leave=False)
         return [{**cfg, **compute_cell(cfg)} for cfg in bar]
-    run_pending(configs, compute_cell, store, progress=progress, desc=desc)
+    if jobs > 1:
+        seen, missing = set(), []
+        for cfg in configs:
+            key = config_key(cfg)
+            if key not in seen and not store.has_key(key):
+                seen.add(key)
+                missing.append(cfg)
+        if missing:
+            for cfg in missing:  # build each meter (and its reference solve) once, before the workers fork
+                cached_meter(cfg["target"], cfg["sigma_max"], 0.0 if cfg["final"] else cfg["sigma_min"])
+            ctx = mp.get_context("fork")
+            with ctx.Pool(jobs, initializer=_init_worker) as pool, tqdm(
+                total=len(missing), desc=desc, disable=None if progress else True, leave=False
+            ) as bar:
+                for cfg, row in pool.imap_unordered(_compute_pair, missing):
+                    store.put(cfg, row)
+                    bar.update(1)
+    else:
+        run_pending(configs, compute_cell, store, progress=progress, desc=desc)
     return [{**cfg, **store.get(cfg)} for cfg in configs]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from .base import MATH_OPS, Solver, StepContext
+from .base import MATH_OPS, Solver, StepContext, combine
 from .registry import register
 
 
@@ -61,13 +61,6 @@ def lambda_ratios(sigmas, i: int, k: int) -> list[float]:
     lo = max(i - k, 0)
     lam = {j: -math.log(sigmas[j]) for j in range(lo, i + 2)}
     return step_ratios(lam, i, k)
-
-
-def combine(x, weights, values):
-    """x + sum_j weights[j] * values[j] (weights Python floats, values tensors in x's dtype)."""
-    for w, v in zip(weights, values, strict=True):
-        x = x + w * v
-    return x
 
 
 class DEIS(Solver):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from .base import MATH_OPS, Solver, StepContext
+from .base import MATH_OPS, Solver, StepContext, combine
 from .registry import register
 
 FINAL_STEP = "x <- D(x, sigma) (DPM-Solver++(1) / DDIM into sigma = 0), 1 NFE"
@@ -59,10 +59,9 @@ class _ExponentialRK(Solver):
         return d if self.symbolic_form == "data-lambda" else (x - d) / sigma
 
     def _combine(self, x, s, c, h, weights, values):
-        acc = sum(w * v for w, v in zip(weights, values, strict=True))
         if self.symbolic_form == "data-lambda":
-            return math.exp(-c * h) * x + acc
-        return x - s * acc
+            return combine(math.exp(-c * h) * x, weights, values)
+        return combine(x, [-s * w for w in weights], values)
 
     def step(self, denoiser, x, i, ctx: StepContext):
         s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
@@ -75,7 +74,7 @@ class _ExponentialRK(Solver):
             x_c = self._combine(x, s, c, h, a, values)
             values.append(self._value(denoiser, x_c, s * math.exp(-c * h)))
         if self.symbolic_form == "data-lambda":  # use the grid's sigma_t/sigma_s, not e^{-h}, for the linear part
-            return (t / s) * x + sum(w * v for w, v in zip(weights, values, strict=True))
+            return combine((t / s) * x, weights, values)
         return self._combine(x, s, 1.0, h, weights, values)
 
 
@@ -224,7 +223,7 @@ class _DataMultistep(Solver):
         k = self.step_order(i, len(ctx.sigmas) - 1)
         ratios = [ctx.h(i - 1 - j) / h for j in range(k - 1)]
         weights, _ = self.update_rule(h, ratios, MATH_OPS, order=k)
-        return (t / s) * x + sum(w * v for w, v in zip(weights, history[: len(weights)], strict=True))
+        return combine((t / s) * x, weights, history[: len(weights)])
 
 
 def _dpmpp_2m_rule(h, r0, ops):

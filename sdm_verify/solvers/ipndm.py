@@ -19,8 +19,8 @@ The step into sigma = 0 is x <- D(x, sigma) (Euler there), 1 NFE.
 
 from __future__ import annotations
 
-from .base import MATH_OPS, Solver, StepContext
-from .deis import combine, history_nodes, step_ratios
+from .base import MATH_OPS, Solver, StepContext, combine
+from .deis import history_nodes, step_ratios
 from .registry import register
 
 #: fixed Adams-Bashforth coefficients (numerators, denominator) for k = 1..4 values of eps, newest first

@@ -14,9 +14,19 @@ def register(name: str, cls: type[Solver], **defaults) -> None:
     _REGISTRY[name] = (cls, defaults)
 
 
+#: listing order of the families (by module), then registration order within a family
+_FAMILY_ORDER = ("rk", "native", "dpm", "unipc", "deis", "ipndm", "sdm")
+
+
+def _rank(item) -> tuple[int, int]:
+    index, (name, (cls, _)) = item
+    family = cls.__module__.rsplit(".", 1)[-1]
+    return (_FAMILY_ORDER.index(family) if family in _FAMILY_ORDER else len(_FAMILY_ORDER), index)
+
+
 def available() -> list[str]:
-    """Names of the registered solvers, in registration order."""
-    return list(_REGISTRY)
+    """Names of the registered solvers: Runge-Kutta first, then the exponential-integrator and multistep families."""
+    return [name for _, (name, _) in sorted(enumerate(_REGISTRY.items()), key=_rank)]
 
 
 def get(name: str, **params) -> Solver:
@@ -40,3 +50,24 @@ def needs_process(name: str) -> bool:
     except KeyError:
         raise ValueError(f"name: unknown solver {name!r}; available: {', '.join(available())}") from None
     return bool(getattr(cls, "needs_process", False))
+
+
+def describe() -> list[dict]:
+    """One row per registered solver: name, class, claimed order, NFE for 10 steps (above 0 / into 0), final step,
+    symbolic form (if it exposes its coefficients) and whether it needs a process."""
+    rows = []
+    for name in available():
+        cls, defaults = _REGISTRY[name]
+        if getattr(cls, "needs_process", False):
+            solver = None
+        else:
+            solver = get(name)
+        obj = solver if solver is not None else cls
+        rows.append(dict(
+            name=name, cls=cls.__name__, params=defaults, order=getattr(obj, "order", None),
+            nfe_10=solver.nfe(10) if solver else 10 * cls.nfe_per_step,
+            nfe_10_to_zero=solver.nfe_to_zero(10) if solver else None,
+            final_step=getattr(obj, "final_step", ""), form=getattr(obj, "symbolic_form", None),
+            needs_process=bool(getattr(cls, "needs_process", False)),
+        ))
+    return rows

@@ -7,6 +7,8 @@ sigma = 0 (Heun) or divide by 0.
 
 from __future__ import annotations
 
+import torch
+
 from .base import Solver, StepContext, ode_derivative
 from .registry import register
 
@@ -18,8 +20,7 @@ class Euler(Solver):
 
     def step(self, denoiser, x, i, ctx: StepContext):
         s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-        d = ode_derivative(x, denoiser(x, s), s)
-        return x + (t - s) * d
+        return torch.add(x, ode_derivative(x, denoiser(x, s), s), alpha=t - s)
 
 
 class Heun(Solver):
@@ -41,7 +42,7 @@ class Heun(Solver):
         if t == 0:
             return x_pred
         d2 = ode_derivative(x_pred, denoiser(x_pred, t), t)
-        return x + (t - s) * 0.5 * (d + d2)
+        return torch.add(x, d + d2, alpha=0.5 * (t - s))
 
 
 class Midpoint(Solver):

@@ -25,8 +25,8 @@ point, 1 NFE (the pending correction would be multiplied by sigma_t/sigma_s = 0)
 
 from __future__ import annotations
 
-from .base import MATH_OPS, Solver, StepContext
-from .deis import combine, history_nodes, lagrange_basis, lambda_ratios
+from .base import MATH_OPS, Solver, StepContext, combine
+from .deis import history_nodes, lagrange_basis, lambda_ratios
 from .registry import register
 
 VARIANTS = ("bh1", "bh2")

@@ -1,0 +1,178 @@
+"""The theory matrix: which (solver, target, process, schedule) cases `pytest -m theory` and `sdm-verify theory`
+measure, on which nested grids, and what counts as agreeing with a claim.
+
+Rules (stated once, used by the tests and the report):
+- Orders are fitted on the asymptotic window of errors at sigma_min (sdm_verify.orders), tolerance TOL = 0.2.
+- Mixture targets: |measured - claimed| <= TOL. Gaussian target: measured >= claimed - TOL, since a linear problem
+  exercises only the linear order conditions and may converge faster than the claim (theory.md §5 (f)).
+- Grids: N = 2^j. Methods claiming order >= 3 need finer grids to leave the pre-asymptotic range on mixtures
+  (observed: slopes still rising at N = 512 for DEIS tAB3 and UniPC-p3), so their grids go to N = 2048. The 1-D
+  quantile meter runs the solver once per refinement round (about 6), so its grids stop lower.
+- In canonical variables the process enters only through process-defined grids (time_quadratic, uniform_t) and
+  native-time solvers (euler_t, heun_t); other cases are computed once and shared (Cell.config keys them "any").
+- Known deviations (KNOWN_DEVIATIONS) are findings: their tests are strict xfails, so a fix makes them fail loudly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import solvers
+from .convergence import OrderMeasurement, fit_rows
+from .store import ResultStore
+from .sweep import Cell, run_cells, solver_for
+
+TOL = 0.2
+GAUSSIAN_TARGETS = {"gauss-4d"}
+
+#: nested grids per target: (claimed order <= 2, claimed order >= 3). The Gaussian is cheap (5 probe points) and its
+#: high-order cases need N = 2048 (DPM-Solver-3: an error cancellation near N = 128 delays the window to 512..2048).
+NS = {
+    "gauss-4d": ((32, 64, 128, 256, 512), (64, 128, 256, 512, 1024, 2048)),
+    "gmm-8d": ((32, 64, 128, 256, 512), (128, 256, 512, 1024, 2048)),  # UniPC-p3 settles only at 512..2048
+    "gmm-1d": ((16, 32, 64, 128, 256), (128, 256, 512, 1024, 2048)),
+}
+NS_WIDE = ((32, 64, 128, 256, 512, 1024), (64, 128, 256, 512, 1024, 2048))  # the slow matrix, any target
+
+
+def grid_sizes(target: str, claimed: float, *, native: bool = False, wide: bool = False) -> tuple[int, ...]:
+    """The nested grids N for a case: by target and claimed order. Native-time Euler/Heun get the fine grids too:
+    on VP they are unstable on coarse grids (stiffness ~ beta/(2 l_min) as t -> 0; measured error 0.69 at N = 32 on
+    gmm-8d) and settle only from N ~ 256."""
+    low_ns, high_ns = NS_WIDE if wide else NS.get(target, NS_WIDE)
+    return high_ns if claimed >= 3 or native else low_ns
+
+
+def validation_configs(claimed: float) -> list[tuple[str, str, str]]:
+    """The default configurations that apply to an outside solver of the given claimed order (no native time)."""
+    return [(t, p, sch) for t, p, sch, keep in DEFAULT_CONFIGS
+            if keep is _all or (keep is _low_order and claimed <= 2)]
+
+
+def _all(name: str) -> bool:
+    return True
+
+
+def _low_order(name: str) -> bool:
+    return float(solvers.get(name, **_process_kw(name)).order) <= 2
+
+
+def _native(name: str) -> bool:
+    return solvers.needs_process(name)
+
+
+def _process_kw(name: str) -> dict:
+    from analytic import processes
+
+    return {"process": processes.get("ve")} if solvers.needs_process(name) else {}
+
+
+#: the default matrix, (target, process, schedule, which solvers): every solver on the Gaussian and the 8-d mixture
+#: (EDM grid), on the 8-d mixture with the logSNR grid and on the Gaussian with VP's time-quadratic grid; the 1-D
+#: mixture (whose exact W2 costs ~6 solver runs per cell) for the solvers claiming order <= 2; native-time solvers
+#: on VP and FM. Every combination of the three is in the slow matrix.
+DEFAULT_CONFIGS = [
+    ("gauss-4d", "ve", "edm", _all),
+    ("gmm-8d", "ve", "edm", _all),
+    ("gmm-8d", "ve", "logsnr", _all),
+    ("gauss-4d", "vp", "time_quadratic", _all),
+    ("gmm-1d", "ve", "edm", _low_order),
+    ("gmm-8d", "vp", "edm", _native),
+    ("gmm-8d", "fm", "edm", _native),
+]
+#: the wider (slow) matrix adds every process x schedule on every target
+FULL_PROCESSES = ("ve", "vp", "fm")
+FULL_SCHEDULES = ("edm", "logsnr", "time_quadratic", "uniform_t")
+FULL_TARGETS = ("gauss-4d", "gmm-1d", "gmm-8d")
+
+KNOWN_DEVIATIONS = {
+    "dpmpp_3m": "the published DPM-Solver++(3M) update (authors' code, diffusers, k-diffusion) weights its D2 term "
+    "by 1/2: local error -h^3 D''/12, so it is second order (symbolic and measured); dpmpp_3m_lagrange is the "
+    "corrected rule and reaches 3",
+    "ipndm": "iPNDM's fixed Adams-Bashforth weights ignore the step ratios (first order in them): order 2 on smooth "
+    "non-uniform grids (EDM, logSNR, time-quadratic), order 4 only on uniform grids",
+    "ipndm_v": "diff-sampler's variable-step iPNDM weights sum to the step only when r0 r2 = r1^2: order 2 on "
+    "smooth non-uniform grids, not 4",
+}
+#: solvers whose own coefficient functions, expanded symbolically on uniform steps, do not give the claimed order
+SYMBOLIC_DEVIATIONS = {
+    "dpmpp_3m": KNOWN_DEVIATIONS["dpmpp_3m"],
+    "ipndm_v": "diff-sampler's 4-point ipndm_v weights are [57, -65, 43, -11]/24 on uniform steps instead of "
+    "Adams-Bashforth's [55, -59, 37, -9]/24: third order at best",
+}
+
+#: deviations that hold only for some cases: (solver, target, process, schedule) -> reason
+KNOWN_CASE_DEVIATIONS = {
+    ("deis_tab3", "gauss-4d", "vp", "time_quadratic"): "warm-up: the first (Euler) and second steps' local errors "
+    "O(h^2), O(h^3) cap the global order of a k-step method started with lower-order steps at 2 (starting values must "
+    "be accurate to O(h^p)); on this grid the cap shows from N ~ 512 (slopes 3.5, 3.5, 3.3, 2.7, 2.3, 2.1)",
+}
+
+
+def known_deviation(case) -> str | None:
+    """The recorded reason why `case` does not reach its claim, if it is a known finding."""
+    return KNOWN_DEVIATIONS.get(case.solver) or KNOWN_CASE_DEVIATIONS.get(
+        (case.solver, case.target, case.process, case.schedule))
+
+
+@dataclass(frozen=True)
+class Case:
+    solver: str
+    target: str
+    process: str
+    schedule: str
+
+    @property
+    def claimed(self) -> float:
+        return float(solver_for(Cell(self.target, self.solver, self.schedule, 2, self.process).config()).order)
+
+    wide: bool = False
+
+    def ns(self) -> tuple[int, ...]:
+        return grid_sizes(self.target, self.claimed, native=solvers.needs_process(self.solver), wide=self.wide)
+
+    def cells(self) -> list[Cell]:
+        return [Cell(self.target, self.solver, self.schedule, n, self.process) for n in self.ns()]
+
+    @property
+    def id(self) -> str:
+        return f"{self.solver}-{self.target}-{self.process}-{self.schedule}"
+
+
+def default_cases(names=None) -> list[Case]:
+    names = list(names or solvers.available())
+    return [Case(s, t, p, sch) for s in names for (t, p, sch, keep) in DEFAULT_CONFIGS if keep(s)]
+
+
+def full_cases(names=None) -> list[Case]:
+    names = list(names or solvers.available())
+    return [Case(s, t, p, sch, wide=True) for s in names for t in FULL_TARGETS for p in FULL_PROCESSES
+            for sch in FULL_SCHEDULES]
+
+
+def verdict(m: OrderMeasurement, target: str) -> tuple[bool, str]:
+    """(agrees, one-line reason) for a measured order against its claim, by the rules in the module docstring."""
+    if not m.ok:
+        return False, f"no asymptotic window: {m.fit.reason}"
+    if target in GAUSSIAN_TARGETS:
+        ok = m.order >= m.claimed - TOL
+        return ok, f"measured {m.order:.2f} {'>=' if ok else '<'} claimed {m.claimed:g} - {TOL} (linear target)"
+    ok = abs(m.order - m.claimed) <= TOL
+    return ok, f"measured {m.order:.2f}, claimed {m.claimed:g}: |difference| {'<=' if ok else '>'} {TOL}"
+
+
+def measure_cases(cases, store: ResultStore | None = None, *, jobs: int = 1,
+                  progress: bool = True) -> dict[Case, OrderMeasurement]:
+    """Compute every cell of `cases` (once, shared, resumable in `store`) and fit each case's order."""
+    cases = list(cases)
+    cells = [c for case in cases for c in case.cells()]
+    rows = run_cells(cells, store, jobs=jobs, progress=progress, desc="theory cells")
+    out, i = {}, 0
+    for case in cases:
+        k = len(case.ns())
+        block, i = rows[i : i + k], i + k
+        fit = fit_rows(case.ns(), block)
+        out[case] = OrderMeasurement(case.solver, case.claimed, case.target, case.process, case.schedule,
+                                     list(case.ns()), [int(r["nfe"]) for r in block], fit.errors, block[0]["metric"],
+                                     max(float(r["floor"]) for r in block), fit)
+    return out
