@@ -5,3 +5,5 @@ from .nfe import CountedDenoiser, count_nfe
 
 __version__ = "0.1.0"
 __all__ = ["count_nfe", "CountedDenoiser", "SolverDivergedError", "GridError"]
+
+from . import sdm_schedule  # noqa: E402,F401  (registers the "sdm" schedule; imports schedules and solvers)

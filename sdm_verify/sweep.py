@@ -32,7 +32,7 @@ from .nfe import count_nfe
 from .store import ResultStore, config_key, run_pending
 
 #: bump when a change alters the numbers a cell produces, so stored rows are not reused across it
-SWEEP_VERSION = 2
+SWEEP_VERSION = 3
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
 
@@ -78,6 +78,21 @@ def solver_for(cfg: dict):
     return solvers.get(cfg["solver"], **params)
 
 
+def replayed(solver, target, sigmas: torch.Tensor, batch: int = 128, seed: int = 0):
+    """For an adaptive solver whose per-step decisions depend on the batch (SDM's kappa latch): the decisions it
+    makes on a realistic batch (exact draws of p_{sigmas[0]}), fixed and replayed, so the meter's points (e.g. the
+    Gaussian meter's d + 1 probes) do not make the decisions themselves. Other solvers are returned unchanged."""
+    if not getattr(solver, "data_dependent", False):
+        return solver
+    from .solvers.sdm import replay_lambdas, run_with_trace
+
+    x = target.sample(batch, sigma=float(sigmas[0]), generator=torch.Generator().manual_seed(seed))
+    _, trace = run_with_trace(solver, target.denoiser, x, sigmas)
+    fixed = type(solver)(**{**solver.params(), "lambdas": replay_lambdas(trace)})
+    fixed.name = solver.name
+    return fixed
+
+
 def measure_run(solver, target, sigmas: torch.Tensor, sigma_to: float, meter=None) -> dict:
     """Run `solver` (any callable with the solver signature) from the exact law at sigmas[0] and measure its output
     against the exact law at sigma_to. `target`: an embedded target's name (its meter is cached) or a
@@ -87,6 +102,7 @@ def measure_run(solver, target, sigmas: torch.Tensor, sigma_to: float, meter=Non
         target = targets.get(target)
     else:
         meter = meter or meter_for(target, float(sigmas[0]), float(sigma_to))
+    solver = replayed(solver, target, sigmas)
     counted = count_nfe(target.denoiser)
     calls = [0]
 

@@ -35,6 +35,11 @@ NS = {
 NS_WIDE = ((32, 64, 128, 256, 512, 1024), (64, 128, 256, 512, 1024, 2048))  # the slow matrix, any target
 
 
+#: grids for particular (solver, target) cases: SDM's step latch fires at a fixed sigma, so its Euler prefix is a
+#: fixed fraction of any EDM grid (j ~ N/4) and its asymptotic order shows only at large N
+GRID_OVERRIDES = {("sdm", "gauss-4d"): (1024, 2048, 4096, 8192, 16384)}
+
+
 def grid_sizes(target: str, claimed: float, *, native: bool = False, wide: bool = False) -> tuple[int, ...]:
     """The nested grids N for a case: by target and claimed order. Native-time Euler/Heun get the fine grids too:
     on VP they are unstable on coarse grids (stiffness ~ beta/(2 l_min) as t -> 0; measured error 0.69 at N = 32 on
@@ -103,6 +108,12 @@ SYMBOLIC_DEVIATIONS = {
 
 #: deviations that hold only for some cases: (solver, target, process, schedule) -> reason
 KNOWN_CASE_DEVIATIONS = {
+    ("sdm", "gauss-4d", "ve", "edm"): "SDM's kappa latch fires at a fixed sigma (kappa is a property of the flow, not "
+    "of the grid), so the Euler prefix is a fixed fraction of the grid (j ~ N/4 on EDM grids with tau_k = 1e-4): "
+    "the adaptive solver is asymptotically first order; it reads ~2.1 for N <= 512, where the prefix's error (at "
+    "high noise) is negligible",
+    ("sdm", "gauss-4d", "vp", "time_quadratic"): "as on the EDM grid: the latch's Euler prefix is a fixed fraction "
+    "of the grid, so the adaptive solver is asymptotically first order",
     ("deis_tab3", "gauss-4d", "vp", "time_quadratic"): "warm-up: the first (Euler) and second steps' local errors "
     "O(h^2), O(h^3) cap the global order of a k-step method started with lower-order steps at 2 (starting values must "
     "be accurate to O(h^p)); on this grid the cap shows from N ~ 512 (slopes 3.5, 3.5, 3.3, 2.7, 2.3, 2.1)",
@@ -129,6 +140,8 @@ class Case:
     wide: bool = False
 
     def ns(self) -> tuple[int, ...]:
+        if not self.wide and (self.solver, self.target) in GRID_OVERRIDES:
+            return GRID_OVERRIDES[(self.solver, self.target)]
         return grid_sizes(self.target, self.claimed, native=solvers.needs_process(self.solver), wide=self.wide)
 
     def cells(self) -> list[Cell]:

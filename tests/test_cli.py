@@ -87,8 +87,9 @@ def test_validate_heun_order_2_passes_and_3_fails(heun_json):
     # Heun is second order: 0.1 = the fitted window's slope tolerance (sdm_verify.orders)
     assert abs(p2["measured_order"] - 2) < 0.1
     assert p2["nfe_per_step"] == 2  # trapezoid predictor + corrector, no step into sigma = 0
+    # a canonical solver on sigma-defined grids gives the same numbers for every process: VE stands for all
     assert {(c["target"], c["process"], c["schedule"]) for c in p2["cases"]} == {
-        ("gmm-8d", "ve", "edm"), ("gmm-8d", "ve", "logsnr"), ("gmm-8d", "vp", "edm"), ("gmm-8d", "fm", "edm")}
+        ("gmm-8d", "ve", "edm"), ("gmm-8d", "ve", "logsnr")}
     assert all(not c["agrees"] for c in p3["cases"])
     assert p2["symbolic"] is None  # Heun exposes no update_rule
 

@@ -40,7 +40,11 @@ def test_counted_nfe_matches_declared(name, zero):
     s = make(name)
     den = count_nfe(GAUSS.denoiser)
     s(den, start(), grid(9, zero=zero))
-    assert den.nfe == (s.nfe_to_zero(9) if zero else s.nfe(9))
+    declared = s.nfe_to_zero(9) if zero else s.nfe(9)
+    if getattr(s, "nfe_exact", True):
+        assert den.nfe == declared
+    else:  # an adaptive solver (SDM's latch) declares the worst case
+        assert s.nfe(9) // 2 <= den.nfe <= declared
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -67,6 +71,10 @@ def test_divergence_names_solver_step_and_sigma(name):
 def test_output_is_affine_on_a_gaussian(name):
     """On a Gaussian target every solver is x_T -> M x_T + c (theory.md §2): d + 1 runs fix M, c; a 5th point obeys."""
     s, g, d = make(name), grid(12), 3
+    if getattr(s, "data_dependent", False):  # decisions depend on the batch: test the map with them fixed
+        from sdm_verify.sweep import replayed
+
+        s = replayed(s, GAUSS, g)
     base = torch.zeros(1, d, dtype=F64)
     probes = torch.cat([base, torch.eye(d, dtype=F64) * 10.0])
     out = torch.cat([s(GAUSS.denoiser, p[None], g) for p in probes])  # one run each: no batch coupling

@@ -5,7 +5,7 @@ Importing this package imports every solver family, each of which registers its 
 
 from __future__ import annotations
 
-from . import deis, dpm, ipndm, native, rk, unipc  # noqa: F401  (registration side effects)
+from . import deis, dpm, ipndm, native, rk, sdm, unipc  # noqa: F401  (registration side effects)
 from .base import Solver, StepContext, check_grid, ode_derivative
 from .registry import available, get, needs_process, register
 
