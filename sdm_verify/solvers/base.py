@@ -73,9 +73,14 @@ class Solver:
         """Denoiser calls the solver expects for `n_steps` steps on a grid that ends above 0."""
         return self.nfe_per_step * n_steps
 
+    #: denoiser calls of a step into sigma = 0 (None: a full step); multi-stage solvers take a 1-NFE step there
+    final_step_nfe: int | None = None
+
     def nfe_to_zero(self, n_steps: int) -> int:
-        """Expected calls when the last of the `n_steps` steps goes to sigma = 0 (default: same as `nfe`)."""
-        return self.nfe(n_steps)
+        """Expected calls when the last of the `n_steps` steps goes to sigma = 0."""
+        if self.final_step_nfe is None:
+            return self.nfe(n_steps)
+        return self.nfe(n_steps - 1) + self.final_step_nfe
 
     def step(self, denoiser: Denoiser, x: torch.Tensor, i: int, ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError

@@ -43,8 +43,7 @@ class _ExponentialRK(Solver):
     symbolic_form = "data-lambda"
     final_step = FINAL_STEP
 
-    def nfe_to_zero(self, n_steps: int) -> int:
-        return self.nfe_per_step * (n_steps - 1) + 1
+    final_step_nfe = 1
 
     def stage_rules(self, h, ops) -> list[tuple[list, list]]:
         """Stage j (j = 1, 2, ...) as (weights, nodes): a step of `symbolic_form` from lambda_s to lambda_s + c_j h

@@ -95,8 +95,7 @@ class HeunT(_NativeTime):
     name, order, nfe_per_step = "heun_t", 2, 2
     final_step = "Euler in t to t = sigma_inv(0) (EDM Alg. 1, general form), 1 NFE: total 2N - 1"
 
-    def nfe_to_zero(self, n_steps):
-        return 2 * n_steps - 1
+    final_step_nfe = 1
 
     def step(self, denoiser, x, i, ctx: StepContext):
         a, b = self._nodes(i, ctx)

@@ -32,8 +32,7 @@ class Heun(Solver):
     name, order, nfe_per_step = "heun", 2, 2
     final_step = "Euler (x <- D(x, sigma)), 1 NFE: total 2N - 1"
 
-    def nfe_to_zero(self, n_steps):
-        return 2 * n_steps - 1
+    final_step_nfe = 1
 
     def step(self, denoiser, x, i, ctx: StepContext):
         s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
@@ -51,8 +50,7 @@ class Midpoint(Solver):
     name, order, nfe_per_step = "midpoint", 2, 2
     final_step = "Euler (x <- D(x, sigma)), 1 NFE: total 2N - 1"
 
-    def nfe_to_zero(self, n_steps):
-        return 2 * n_steps - 1
+    final_step_nfe = 1
 
     def step(self, denoiser, x, i, ctx: StepContext):
         s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
@@ -70,8 +68,7 @@ class RK4(Solver):
     name, order, nfe_per_step = "rk4", 4, 4
     final_step = "Euler (x <- D(x, sigma)), 1 NFE: total 4N - 3"
 
-    def nfe_to_zero(self, n_steps):
-        return 4 * n_steps - 3
+    final_step_nfe = 1
 
     def step(self, denoiser, x, i, ctx: StepContext):
         s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
