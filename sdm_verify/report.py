@@ -238,6 +238,17 @@ def _solver_verdict(rs: list[CaseResult]) -> str:
     return ", ".join(parts)
 
 
+def _case_of(r: CaseResult) -> theory.Case:
+    m = r.measurement
+    return theory.Case(m.solver, m.target, m.process, m.schedule)
+
+
+def _notes(rs: list[CaseResult]) -> str:
+    """The recorded reasons of the solver's deviating cases (theory.known_deviation), each once."""
+    reasons = dict.fromkeys(theory.known_deviation(_case_of(r)) for r in rs if r.verdict != "agree")
+    return "; ".join(k for k in reasons if k) or theory.KNOWN_DEVIATIONS.get(rs[0].measurement.solver, "")
+
+
 def order_table(results: list[CaseResult]) -> str:
     """solver | claimed | symbolic | measured per case with CI | verdict | note (KNOWN_DEVIATIONS)."""
     rows = []
@@ -246,7 +257,7 @@ def order_table(results: list[CaseResult]) -> str:
         per_case = "\n".join(f"{r.config}: {_measured(r.measurement)}" + (f" {r.verdict}" if r.measurement.ok else "")
                              for r in rs)
         rows.append([f"`{solver}`", f"{claimed:g}" if claimed is not None else "—", _symbolic(rs[0].symbolic),
-                     per_case, _solver_verdict(rs), theory.KNOWN_DEVIATIONS.get(solver, "")])
+                     per_case, _solver_verdict(rs), _notes(rs)])
     return _table(["solver", "claimed", "symbolic (general / uniform)", "measured per case [CI]", "verdict", "note"],
                   rows)
 
@@ -286,8 +297,14 @@ def findings(results: list[CaseResult]) -> str:
         m0 = rs[0].measurement
         cases = "; ".join(f"{r.config} {_measured(r.measurement)}" if r.verdict == "deviates"
                           else f"{r.config} no window ({r.reason})" for r in bad)
-        known = theory.KNOWN_DEVIATIONS.get(solver)
-        tag = f" Known deviation: {known}." if known else " Not a known deviation."
+        reasons = dict.fromkeys(theory.known_deviation(_case_of(r)) for r in bad)  # ordered, unique
+        known = "; ".join(k for k in reasons if k)
+        if known and None not in reasons:
+            tag = f" Known deviation: {known}."
+        elif known:
+            tag = f" Partly known ({known}); the other cases are not a known deviation."
+        else:
+            tag = " Not a known deviation."
         claim = f"{m0.claimed:g}" if m0.claimed is not None else "none"
         lines.append(f"- **`{solver}`** (claimed order {claim}) fails on {len(bad)} of {len(rs)} cases: {cases}.{tag}")
     sym = []
