@@ -16,6 +16,8 @@ from analytic import Gaussian, GaussianMixture, gaussian_flow_map, reference_flo
 from sdm_verify import schedules, solvers
 from sdm_verify import sdm_bounds as sb
 
+pytestmark = pytest.mark.theory  # the bounds and the paper's claims, against the exact W2
+
 F64 = torch.float64
 C2 = 0.25
 ISO = Gaussian([0.3, -0.2, 0.1], C2 * np.eye(3))

@@ -36,6 +36,7 @@ def test_eta_tolerance():
     assert ss.eta_tolerance(100.0, 80.0, 0.02, 0.2, 1.0) == pytest.approx(0.2, rel=1e-15)  # clipped
 
 
+@pytest.mark.theory
 def test_estimate_etas_on_a_gaussian_matches_the_closed_form():
     """On N(mu, c^2) every Euler quantity is a multiple of y = x - mu. With t = s - h:
     exact local error |y| |sqrt((c^2 + t^2)/(c^2 + s^2)) - 1 + h s/(c^2 + s^2)|,
@@ -56,6 +57,7 @@ def test_estimate_etas_on_a_gaussian_matches_the_closed_form():
         assert float(etas[i]) >= tau  # on a Gaussian eta over-estimates the local error in every direction
 
 
+@pytest.mark.theory
 def test_eta_over_tau_tends_to_one():
     """Spec §6.4: eta/tau = 1 + O(h), 1.11 at h = 0.1 sigma and 1.01 at 0.01 sigma at high noise. At sigma >> c the
     1-D ratio is 1/(1 - r) + O(c^2/sigma^2) with r = h/sigma (expand the closed form above)."""

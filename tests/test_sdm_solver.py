@@ -140,6 +140,7 @@ def test_kappa_is_the_lagged_relative_difference():
     assert trace[1]["kappa"] == pytest.approx(float(k1), rel=1e-12)  # same formula, different op order
 
 
+@pytest.mark.theory
 def test_proxy_curvature_increases_as_sigma_falls_on_a_gaussian():
     """Spec §6.2: on N(mu, c^2 I), kappa* = c^2/(sigma (c^2 + sigma^2)) falls with sigma, and the proxy along an EDM
     grid rises step by step; it lags kappa*(sigma_i) (a backward difference), so kappa_i < kappa*(sigma_i)."""
@@ -200,6 +201,7 @@ def test_lambdas_length_must_match_the_grid():
         solvers.get("sdm", lambdas=[1.0, 0.0])(GMM.denoiser, batch(), edm(5))
 
 
+@pytest.mark.theory
 def test_linear_lambda_is_first_order_not_two():
     """FINDING (claimed order 2). Measured on gauss-4d (exact Bures W2, EDM grids, decisions replayed): tau_k = 1e-4
     gives local slopes ~2.1 up to N = 2048 and then 0.96, 0.62, 0.81 (N = 2048 -> 16384): the Euler prefix
