@@ -120,6 +120,9 @@ def _cmd_theory(args) -> int:
         cell_s = sum(per_cell.values())
         report.record_run(store, records, wall_s=wall, cell_s=cell_s, n_cells=len(keys), n_computed=n_computed,
                           jobs=args.jobs, mode=mode, symbolic=_symbolic_orders(cases))
+        full_rows = run_cells(theory.full_sampler_cells(names), store, jobs=args.jobs, progress=True,
+                              desc="full-sampler cells")
+        store.set_meta(FULL_META, theory.full_sampler_markdown(full_rows))
         if not args.solvers:
             import warnings
 
@@ -129,21 +132,28 @@ def _cmd_theory(args) -> int:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 store.set_meta(SDM_META, sdm_section(quick=args.quick))
         results, run = report.load_results(store)
-        sdm_md = store.get_meta(SDM_META)
-    md, _ = _write_report(report, results, out, run, sdm_md)
+        extra = _extra_sections(store)
+    md, _ = _write_report(report, results, out, run, extra)
     print(f"{len(keys)} cells ({n_computed} computed) in {wall:.1f} s on {args.jobs} worker(s); db: {db}")
     _print_summary(results, md)
     return 0
 
 
 SDM_META = "sdm_section"
-SDM_TITLE = "SDM: the paper's claims and the Wasserstein bound on exact targets"
+FULL_META = "full_sampler_section"
+#: sections stored as Markdown in the store's meta by `theory`, shown by `theory` and `report`: (meta key, title)
+EXTRA_SECTIONS = ((FULL_META, "The full sampler: the final step into sigma = 0"),
+                  (SDM_META, "SDM: the paper's claims and the Wasserstein bound on exact targets"))
 
 
-def _write_report(report, results, out, run, sdm_md):
+def _extra_sections(store) -> list[tuple[str, str]]:
+    return [(title, store.get_meta(key)) for key, title in EXTRA_SECTIONS if store.get_meta(key)]
+
+
+def _write_report(report, results, out, run, extra):
     rep = report.theory_report(results, out, run)
-    if sdm_md:
-        rep.add_section(SDM_TITLE, sdm_md)
+    for title, md in extra:
+        rep.add_section(title, md)
     return rep.write(out)
 
 
@@ -154,10 +164,10 @@ def _cmd_report(args) -> int:
     db = Path(args.db) if args.db else out / "results.sqlite"
     with _open_store(db, must_exist=True) as store:
         results, run = report.load_results(store)
-        sdm_md = store.get_meta(SDM_META)
+        extra = _extra_sections(store)
     if not results:
         raise UsageError(f"--db: {db} holds no theory results (run `sdm-verify theory` first)")
-    md, _ = _write_report(report, results, out, run, sdm_md)
+    md, _ = _write_report(report, results, out, run, extra)
     _print_summary(results, md)
     return 0
 
