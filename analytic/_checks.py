@@ -58,3 +58,21 @@ def check_spd(cov: torch.Tensor, name: str, *, rtol: float = 1e-10) -> None:
     eig = torch.linalg.eigvalsh(0.5 * (cov + cov.transpose(-1, -2)))
     if (eig <= 0).any():
         raise ValueError(f"{name}: not positive definite (smallest eigenvalue {eig.min().item():.3g})")
+
+
+WEIGHT_TOL = 1e-8  # |sum(weights) - 1|: normalized float64 weights sum to 1 within ~n eps
+
+
+def check_weights(w, n: int | None, name: str) -> torch.Tensor:
+    """Probability weights: (n,), finite, >= 0, summing to 1 within WEIGHT_TOL; None -> uniform over n."""
+    if w is None:
+        return torch.full((n,), 1.0 / n, dtype=DTYPE)
+    w = as_tensor(w, name, ndim=1)
+    if n is not None and w.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} weights, got {w.shape[0]}")
+    if (w < 0).any():
+        raise ValueError(f"{name}: must be non-negative (got min {float(w.min()):.3g})")
+    total = float(w.sum())
+    if abs(total - 1.0) > WEIGHT_TOL:
+        raise ValueError(f"{name}: must sum to 1 (got {total!r})")
+    return w

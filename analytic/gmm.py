@@ -20,12 +20,9 @@ import math
 
 import torch
 
-from ._checks import DTYPE, as_tensor, check_points, check_sigma, check_spd
+from ._checks import DTYPE, as_tensor, check_points, check_sigma, check_spd, check_weights
 
 __all__ = ["GaussianMixture", "Gaussian"]
-
-_WEIGHT_TOL = 1e-8
-
 
 def _ndtr(z: torch.Tensor) -> torch.Tensor:
     """Standard normal CDF with full relative accuracy in the lower tail (torch.special.ndtr loses it below -7)."""
@@ -40,17 +37,11 @@ class GaussianMixture:
         mu = as_tensor(means, "means", ndim=2)
         cov = as_tensor(covariances, "covariances", ndim=3)
         K, d = mu.shape
-        if w.shape[0] != K:
-            raise ValueError(f"weights: expected {K} weights (one per mean), got {w.shape[0]}")
         if K < 1 or d < 1:
             raise ValueError(f"means: need at least one component in at least one dimension, got shape {(K, d)}")
+        w = check_weights(w, K, "weights")
         if cov.shape != (K, d, d):
             raise ValueError(f"covariances: expected shape {(K, d, d)}, got {tuple(cov.shape)}")
-        if (w < 0).any():
-            raise ValueError(f"weights: must be non-negative, got min {w.min().item():.3g}")
-        total = float(w.sum())
-        if abs(total - 1.0) > _WEIGHT_TOL:
-            raise ValueError(f"weights: must sum to 1, got {total!r}")
         check_spd(cov, "covariances")
         self.weights = w / w.sum()
         self.means = mu

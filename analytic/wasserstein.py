@@ -21,7 +21,7 @@ import numpy as np
 import ot
 import torch
 
-from ._checks import DTYPE, as_tensor
+from ._checks import DTYPE, as_tensor, check_weights
 from .gmm import GaussianMixture
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
 
 _EPS = float(torch.finfo(DTYPE).eps)
 _SYM_RTOL = 1e-10  # symmetry and PSD tolerance, relative to the largest entry / eigenvalue (rounding level)
-_WEIGHT_TOL = 1e-9  # |sum(weights) - 1|: quadrature and normalized weights sum to 1 within ~n * eps
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -62,18 +61,7 @@ def _psd_eigh(S, name: str, d: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _weights(w, n: int, name: str) -> torch.Tensor:
-    """None -> uniform; otherwise (n,), finite, >= 0, summing to 1."""
-    if w is None:
-        return torch.full((n,), 1.0 / n, dtype=DTYPE)
-    w = as_tensor(w, name, ndim=1)
-    if w.shape[0] != n:
-        raise ValueError(f"{name}: expected {n} weights, got {w.shape[0]}")
-    if (w < 0).any():
-        raise ValueError(f"{name}: must be non-negative (got min {float(w.min()):.3g})")
-    total = float(w.sum())
-    if abs(total - 1.0) > _WEIGHT_TOL:
-        raise ValueError(f"{name}: must sum to 1 (got {total!r})")
-    return w
+    return check_weights(w, n, name)
 
 
 def _cloud(X, name: str) -> torch.Tensor:

@@ -253,15 +253,13 @@ def resample(sigmas0, etas, n, power=0.5, q=0.1, rho=7.0, *, zero=True) -> torch
         i = int(torch.nonzero(w <= 0)[0])
         raise ValueError(f"etas: every interval needs a positive weight (eta[{i}] = {e[i].item():.3g})")
     L = torch.cat([w.new_zeros(1), torch.cumsum(w, 0)])
-    m = n - 1 if zero else n
-    u = torch.linspace(0.0, float(L[-1]), m + 1, dtype=F64)
-    tau = PchipInterpolator(L.numpy(), (s0 ** (1.0 / rho)).numpy())(u.numpy())
-    out = torch.as_tensor(tau, dtype=F64) ** rho
-    out[0], out[-1] = s0[0], s0[-1]
-    if zero:
-        out = torch.cat([out, out.new_zeros(1)])
-    try:
-        return check_grid(out)
+    tau_of_L = PchipInterpolator(L.numpy(), (s0 ** (1.0 / rho)).numpy())
+
+    def sigma_of_u(u):  # u in [0, 1] -> cumulative weight u L_total -> tau (PCHIP) -> sigma = tau^rho
+        return torch.as_tensor(tau_of_L((u * float(L[-1])).numpy()), dtype=F64) ** rho
+
+    try:  # the shared grid maker: u = i/n (zero: i/(n-1), then 0), endpoints set exactly, validated
+        return schedules._grid(sigma_of_u, n, float(s0[-1]), float(s0[0]), zero)
     except ValueError as exc:
         raise ValueError(f"n: the resampled {n}-step grid is not strictly decreasing ({exc})") from None
 
