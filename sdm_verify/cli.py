@@ -128,9 +128,11 @@ def _cmd_theory(args) -> int:
 
             from .sdm_report import sdm_section
 
+            data: dict = {}
             with warnings.catch_warnings():  # the 1-D quadrature's unconverged-refinement warnings: noted in the text
                 warnings.simplefilter("ignore", RuntimeWarning)
-                store.set_meta(SDM_META, sdm_section(quick=args.quick))
+                store.set_meta(SDM_META, sdm_section(quick=args.quick, data=data))
+            store.set_meta(SDM_DATA_META, data)
         results, run = report.load_results(store)
         extra = _extra_sections(store)
     md, _ = _write_report(report, results, out, run, extra)
@@ -146,14 +148,21 @@ EXTRA_SECTIONS = ((FULL_META, "The full sampler: the final step into sigma = 0")
                   (SDM_META, "SDM: the paper's claims and the Wasserstein bound on exact targets"))
 
 
-def _extra_sections(store) -> list[tuple[str, str]]:
-    return [(title, store.get_meta(key)) for key, title in EXTRA_SECTIONS if store.get_meta(key)]
+SDM_DATA_META = "sdm_figure_data"
+
+
+def _extra_sections(store) -> list[tuple[str, str, list]]:
+    """(title, markdown, figures) of the stored extra sections; the SDM figures are drawn from stored numbers."""
+    from .sdm_report import sdm_figures
+
+    figures = {SDM_META: sdm_figures(store.get_meta(SDM_DATA_META) or {})}
+    return [(title, store.get_meta(key), figures.get(key, [])) for key, title in EXTRA_SECTIONS if store.get_meta(key)]
 
 
 def _write_report(report, results, out, run, extra):
     rep = report.theory_report(results, out, run)
-    for title, md in extra:
-        rep.add_section(title, md)
+    for title, md, figures in extra:
+        rep.add_section(title, md, figures)
     return rep.write(out)
 
 
