@@ -91,10 +91,12 @@ def small_mixtures(draw):
 
 
 @pytest.mark.parametrize("name", ["euler", "heun", "ddim", "dpmpp_2m"])
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same examples on every run (CI must not depend on the seed); grids to N = 1024 because a random
+# mixture can stay pre-asymptotic to N ~ 256 (seen: Euler slopes 2.05, 1.17, 1.06 on N = 64..512)
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(target=small_mixtures())
 def test_low_order_solvers_on_random_mixtures(name, target):
     torch.set_num_threads(1)
-    m = measure_order(name, target, ns=(64, 128, 256, 512), sigma_min=0.01)
+    m = measure_order(name, target, ns=(64, 128, 256, 512, 1024), sigma_min=0.01)
     ok = m.ok and abs(m.order - m.claimed) <= TOL
     assert ok, f"{name} on a random mixture: {m}; errors {m.errors}"
