@@ -221,13 +221,15 @@ def test_w2_1d_affine_images_of_a_mixture(seed, K, a, c):
     w, mu, s = source.weights.numpy(), source.means[:, 0].numpy(), source.covariances[:, 0, 0].numpy()
     ex1, ex2 = np.sum(w * mu), np.sum(w * (s + mu**2))
     exact = math.sqrt((1 - a) ** 2 * ex2 - 2 * c * (1 - a) * ex1 + c**2)
-    # adaptive quadrature to rtol 1e-10 in W2^2; the quantile's bisection adds ~1e-15 relative
-    assert abs(w2_1d_laws(source, target) - exact) < 1e-9 * max(exact, 1e-3)
-    assert w2_1d(lambda x: a * x + c, source, target) < 1e-11 * (1 + abs(c))
+    # adaptive quadrature to rtol 1e-10 in W2^2. Absolute floor: between well-separated modes the quantile is
+    # ill-conditioned (a cdf rounding of eps F moves x by eps F / p(x)), so W2 of two equal laws floors at
+    # ~eps sqrt(E[F^2/p^2]): measured 1.7e-11 and 3.3e-11 on a random 3-component mixture (seed 3486), 1e-15 on gmm-1d
+    assert abs(w2_1d_laws(source, target) - exact) < 1e-9 * max(exact, 1e-1)
+    assert w2_1d(lambda x: a * x + c, source, target) < 1e-10 * (1 + abs(c))
     # a < 0 is not monotone: the rearrangement branch; push # source = target, so sorted values meet the target's
     # quantiles exactly (to the bisection's rounding)
     mirrored = _affine_image(source, -a, c)
-    assert w2_1d(lambda x: -a * x + c, source, mirrored) < 1e-11 * (1 + abs(c))
+    assert w2_1d(lambda x: -a * x + c, source, mirrored) < 1e-10 * (1 + abs(c))
 
 
 @pytest.mark.parametrize("p", [2.0, 0.5, -0.7])
