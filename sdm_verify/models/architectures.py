@@ -35,7 +35,8 @@ def build(name: str, **kwargs):
     try:
         builder = _BUILDERS[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; registered: {', '.join(sorted(_BUILDERS)) or 'none'}") from None
+        known = ", ".join(sorted(_BUILDERS)) or "none"
+        raise ValueError(f"unknown architecture {name!r}; registered: {known}") from None
     return builder(**kwargs)
 
 
@@ -48,4 +49,4 @@ def _load_builtin() -> None:
 
 
 #: modules whose import registers built-in architectures
-_BUILTIN_MODULES: list[str] = []
+_BUILTIN_MODULES: list[str] = ["sdm_verify.models.edm_unet"]
