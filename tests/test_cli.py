@@ -53,7 +53,7 @@ def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path):
     assert "--db: no such file" in _usage_error(capsys, ["report", "--db", str(tmp_path / "none.sqlite")])
     (tmp_path / "junk.sqlite").write_text("not a database")
     assert "--db:" in _usage_error(capsys, ["report", "--db", str(tmp_path / "junk.sqlite")])
-    assert "SOLVER: unknown solver 'nope'" in _usage_error(capsys, ["validate", "nope"])
+    assert "SPEC: unknown solver 'nope'" in _usage_error(capsys, ["validate", "nope"])
     assert "cannot import module" in _usage_error(capsys, ["validate", "no_such_module_xyz:f"])
     assert "has no attribute" in _usage_error(capsys, ["validate", "math:no_such_attr"])
     assert "solver(denoiser, x, sigmas)" in _usage_error(capsys, ["validate", "math:sqrt"])
@@ -82,16 +82,17 @@ def heun_json(tmp_path_factory):
 def test_validate_heun_order_2_passes_and_3_fails(heun_json):
     rc2, rc3, p2, p3 = heun_json
     assert (rc2, rc3) == (0, 1)
-    assert p2["verdict"] == "agree" and p3["verdict"] == "deviates"
+    assert p2["verdict"] == "pass" and p3["verdict"] == "fail"
+    assert p2["failed"] == [] and p3["failed"] == ["order"]  # every other item holds whatever the claimed order
     assert p2["claimed_order"] == 2 and p3["claimed_order"] == 3
     # Heun is second order: 0.1 = the fitted window's slope tolerance (sdm_verify.orders)
-    assert abs(p2["measured_order"] - 2) < 0.1
+    assert abs(p2["measured_order"]["overall"] - 2) < 0.1
     assert p2["nfe_per_step"] == 2  # trapezoid predictor + corrector, no step into sigma = 0
     # a canonical solver on sigma-defined grids gives the same numbers for every process: VE stands for all
     assert {(c["target"], c["process"], c["schedule"]) for c in p2["cases"]} == {
         ("gmm-8d", "ve", "edm"), ("gmm-8d", "ve", "logsnr")}
     assert all(not c["agrees"] for c in p3["cases"])
-    assert p2["symbolic"] is None  # Heun exposes no update_rule
+    assert p2["symbolic"] is None  # Heun exposes no update_rule and declares no equivalent
 
 
 SOLVER_MODULE = textwrap.dedent('''
@@ -121,7 +122,8 @@ def test_validate_module_function(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     # explicit Euler is first order; on the linear (Gaussian) target the rule is measured >= claimed - 0.2
-    assert data["verdict"] == "agree" and abs(data["measured_order"] - 1) < 0.1 and data["nfe_per_step"] == 1
+    assert data["verdict"] == "pass" and abs(data["measured_order"]["overall"] - 1) < 0.1
+    assert data["nfe_per_step"] == 1
 
 
 def test_validate_solver_class_uses_its_declared_order(tmp_path, monkeypatch, capsys):
@@ -129,5 +131,5 @@ def test_validate_solver_class_uses_its_declared_order(tmp_path, monkeypatch, ca
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["validate", "my_euler_cls:Euler", "--targets", "gauss-4d"]) == 0
     out = capsys.readouterr().out
-    assert "claimed order 1" in out and "AGREE" in out
+    assert "claimed order 1" in out and "VERDICT: PASS" in out
     assert "--claimed-order: required" in _usage_error(capsys, ["validate", "my_euler_cls:euler"])

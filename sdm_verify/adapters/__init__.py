@@ -1,0 +1,1 @@
+"""Adapters: outside solvers (k-diffusion samplers, diffusers schedulers, specs) behind the solver interface."""
