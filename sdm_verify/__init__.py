@@ -5,5 +5,5 @@ from .nfe import CountedDenoiser, count_nfe
 
 __version__ = "0.1.0"
 __all__ = ["count_nfe", "CountedDenoiser", "SolverDivergedError", "GridError"]
-
-from . import sdm_schedule  # noqa: E402,F401  (registers the "sdm" schedule; imports schedules and solvers)
+# The "sdm" schedule registers itself when sdm_verify.schedules first looks it up; the package import stays light
+# (no torch), so the pytest plugin it provides costs nothing in test runs that do not use it.

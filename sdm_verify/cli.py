@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -135,7 +132,7 @@ def _cmd_theory(args) -> int:
             store.set_meta(SDM_DATA_META, data)
         results, run = report.load_results(store)
         extra = _extra_sections(store)
-    md, _ = _write_report(report, results, out, run, extra)
+        md, _ = _write_report(report, results, out, run, extra, store)
     print(f"{len(keys)} cells ({n_computed} computed) in {wall:.1f} s on {args.jobs} worker(s); db: {db}")
     _print_summary(results, md)
     return 0
@@ -159,10 +156,19 @@ def _extra_sections(store) -> list[tuple[str, str, list]]:
     return [(title, store.get_meta(key), figures.get(key, [])) for key, title in EXTRA_SECTIONS if store.get_meta(key)]
 
 
-def _write_report(report, results, out, run, extra):
-    rep = report.theory_report(results, out, run)
+def _write_report(report, results, out, run, extra, store=None):
+    """The theory report of `results` with the stored extra sections, then the real-model sections (if any run of
+    `sdm-verify real` is recorded in `store`)."""
+    from .real.report import real_sections
+
+    rep = report.theory_report(results, out, run) if results else report.Report(
+        "sdm-verify: real models", "No theory run in this store: `sdm-verify theory --db ...` adds the exact-target "
+        "results the real-model orders are compared with.")
     for title, md, figures in extra:
         rep.add_section(title, md, figures)
+    if store is not None:
+        for title, md, figures in real_sections(store, results, out):
+            rep.add_section(title, md, figures)
     return rep.write(out)
 
 
@@ -171,152 +177,111 @@ def _cmd_report(args) -> int:
 
     out = Path(args.out)
     db = Path(args.db) if args.db else out / "results.sqlite"
+    from .real.run import RUNS_META
+
     with _open_store(db, must_exist=True) as store:
         results, run = report.load_results(store)
         extra = _extra_sections(store)
-    if not results:
-        raise UsageError(f"--db: {db} holds no theory results (run `sdm-verify theory` first)")
-    md, _ = _write_report(report, results, out, run, extra)
+        if not results and not store.get_meta(RUNS_META):
+            raise UsageError(f"--db: {db} holds no theory or real-model results (run `sdm-verify theory` first)")
+        md, _ = _write_report(report, results, out, run, extra, store)
     _print_summary(results, md)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- real
+
+
+def _cmd_real(args) -> int:
+    """`sdm-verify real`: measure a real model into the store, then rewrite the report (theory + real sections)."""
+    from . import report
+    from .real.cli import run_from_args
+
+    out = Path(args.out)
+    db = Path(args.db) if args.db else out / "results.sqlite"
+    with _open_store(db, must_exist=False) as store:
+        record = run_from_args(args, store)
+        if not record:  # a non-zero rank of a torchrun launch: rank 0 writes the report
+            return 0
+        results, run = report.load_results(store)
+        extra = _extra_sections(store)
+        md, _ = _write_report(report, results, out, run, extra, store)
+    print(f"report: {md}")
     return 0
 
 
 # ------------------------------------------------------------------------------------------- validate
 
 
-def load_solver(spec: str):
-    """(name, solver): a registered name gives (name, None); `module:attr` gives the imported callable, a Solver
-    class instantiated without arguments, or a solver instance."""
-    from . import solvers
+def load_solver(spec: str, config: dict | None = None):
+    """SPEC -> sdm_verify.adapters.spec.LoadedSolver: a registered name, module:attr (a callable, a class built
+    without arguments or an instance), diffusers:ClassName or kdiffusion:sample_name (with `config`)."""
+    from .adapters import spec as specs
 
-    if ":" not in spec:
-        if spec in solvers.available():
-            return spec, None
-        raise UsageError(f"SOLVER: unknown solver {spec!r}; give a registered name ({', '.join(solvers.available())})"
-                         " or module:attr")
-    mod, _, attr = spec.partition(":")
-    if not mod or not attr:
-        raise UsageError(f"SOLVER: expected module:attr (got {spec!r})")
-    if os.getcwd() not in sys.path:  # console scripts do not put the working directory on the path
-        sys.path.insert(0, os.getcwd())
+    return specs.load(spec, config)
+
+
+def _read_config(text: str | None) -> dict | None:
+    """--config: a JSON object, given inline or as the path of a JSON file."""
+    if text is None:
+        return None
+    source = text
+    if not text.lstrip().startswith("{") and Path(text).is_file():
+        source = Path(text).read_text(encoding="utf-8")
     try:
-        obj = importlib.import_module(mod)
-    except Exception as exc:
-        raise UsageError(f"SOLVER: cannot import module {mod!r} ({type(exc).__name__}: {exc})") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(f"SOLVER: module {mod!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if inspect.isclass(obj):
-        try:
-            obj = obj()
-        except Exception as exc:
-            raise UsageError(f"SOLVER: cannot instantiate {spec} without arguments ({exc})") from None
-    if not callable(obj):
-        raise UsageError(f"SOLVER: {spec} is not callable")
-    try:
-        inspect.signature(obj).bind(None, None, None)
-    except TypeError:
-        raise UsageError(f"SOLVER: {spec} is not callable as solver(denoiser, x, sigmas)") from None
-    except ValueError:  # no signature to inspect (a builtin): try it
-        pass
-    return spec, obj
+        config = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--config: not a JSON object or a JSON file ({exc})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"--config: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
-def validate(spec: str, claimed: float | None = None, targets=None):
-    """Measure `spec`'s order on theory.DEFAULT_CONFIGS (restricted to `targets`) against `claimed` (default: the
-    solver's declared `order`). Returns (results, symbolic dict or None, claimed)."""
-    from tqdm.auto import tqdm
+def _positive(value, option: str) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise UsageError(f"{option}: must be a positive number (got {value})")
 
-    from . import report, theory
-    from .crosscheck import symbolic_order
-    from .store import config_key
-    from .sweep import Cell, compute_cell, grid_for, measure_run, solver_for
 
-    name, solver = load_solver(spec)
-    probe = solver if solver is not None else solver_for(Cell("gmm-8d", name, "edm", 2).config())
+def validate(spec: str, claimed: float | None = None, targets=None, *, config: dict | None = None,
+             claimed_nfe_per_step: float | None = None, quick: bool = False, progress: bool = True):
+    """The conformance check (sdm_verify.conformance.check) of `spec` against `claimed` (default: the solver's
+    declared `order`). Returns the ConformanceResult."""
+    from .conformance import check
+
+    loaded = load_solver(spec, config)
     if claimed is None:
-        claimed = getattr(probe, "order", None)
+        claimed = getattr(loaded.solver, "order", None)
         if not isinstance(claimed, (int, float)) or isinstance(claimed, bool):
             raise UsageError(f"--claimed-order: required, {spec} declares no numeric `order`")
-    if not math.isfinite(claimed) or claimed <= 0:
-        raise UsageError(f"--claimed-order: must be a positive number (got {claimed})")
-    configs = [c for c in theory.validation_configs(claimed) if not targets or c[0] in targets]
-    try:
-        sym = symbolic_order(probe)
-    except Exception:  # an outside solver's update_rule that sympy cannot expand: no symbolic order
-        sym = None
-    symbolic = sym.to_dict() if sym is not None else None
-    family = report.solver_family(probe)
-
-    cache: dict[str, dict] = {}  # canonical solvers on sigma-defined grids share cells across processes
-    pairs = []
-    total = sum(len(theory.grid_sizes(t, claimed)) for t, _, _ in configs)
-    with tqdm(total=total, desc=f"validate {name}", disable=None, leave=False) as bar:
-        for target, process, schedule in configs:
-            rows = []
-            for n in theory.grid_sizes(target, claimed):
-                cfg = Cell(target, name, schedule, n, process).config()
-                key = config_key(cfg)
-                if key not in cache:
-                    cache[key] = (compute_cell(cfg) if solver is None
-                                  else measure_run(solver, target, grid_for(cfg), cfg["sigma_min"]))
-                rows.append({"n": n, **cache[key]})
-                bar.update(1)
-            case = dict(solver=name, target=target, process=process, schedule=schedule, claimed=float(claimed),
-                        family=family)
-            pairs.append((case, rows))
-    return report.results_from(pairs, {name: symbolic}), symbolic, float(claimed)
+    _positive(claimed, "--claimed-order")
+    if claimed_nfe_per_step is not None:
+        _positive(claimed_nfe_per_step, "--claimed-nfe-per-step")
+    return check(loaded, float(claimed), config, claimed_nfe_per_step=claimed_nfe_per_step, targets=targets,
+                 quick=quick, progress=progress)
 
 
-def _finite(x):
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-def validation_json(spec: str, claimed: float, results, symbolic) -> dict:
-    orders = [r.measurement.order for r in results if r.measurement.ok]
-    cases = []
-    for r in results:
-        m = r.measurement
-        cases.append(dict(target=m.target, process=m.process, schedule=m.schedule, ns=m.ns, nfe=m.nfe,
-                          nfe_per_step=[nf / n for nf, n in zip(m.nfe, m.ns, strict=True)], metric=m.metric,
-                          errors=[_finite(e) for e in m.errors], floor=m.floor, measured_order=m.order,
-                          ci=list(m.ci) if m.ci else None, window=list(m.fit.window) if m.fit.window else None,
-                          slopes=[_finite(s) for s in m.slopes], verdict=r.verdict, agrees=r.verdict == "agree",
-                          reason=r.reason))
-    per_step = sorted({c["nfe_per_step"][-1] for c in cases})
-    return dict(solver=spec, claimed_order=claimed, measured_order=statistics.median(orders) if orders else None,
-                measured_order_rule="median over the cases with an asymptotic window",
-                nfe_per_step=per_step[0] if len(per_step) == 1 else per_step, symbolic=symbolic,
-                verdict="agree" if all(r.verdict == "agree" for r in results) else "deviates", cases=cases)
+def validation_json(result) -> dict:
+    """The --json document: claimed and measured orders (overall, per process, per schedule), NFE, symbolic order,
+    identities, float32 drift, final step, determinism, items, verdict and the per-case details."""
+    return result.to_json()
 
 
 def _cmd_validate(args) -> int:
     import torch
 
     torch.set_num_threads(1)
-    results, symbolic, claimed = validate(args.solver, args.claimed_order, args.targets)
-    data = validation_json(args.solver, claimed, results, symbolic)
-    sym = (f"general ratios {symbolic['general']} / uniform steps {symbolic['uniform']} ({symbolic['scope']})"
-           if symbolic else "none (no update_rule exposed)")
-    print(f"solver {args.solver}: claimed order {claimed:g}; symbolic order: {sym}")
-    header = ["target/process/schedule", "N", "NFE/step", "measured [CI]", "verdict", "reason"]
-    rows = []
-    for r, c in zip(results, data["cases"], strict=True):
-        m = r.measurement
-        rows.append([r.config, f"{m.ns[0]}..{m.ns[-1]}", f"{c['nfe_per_step'][-1]:g}",
-                     f"{m.order:.2f} [{m.ci[0]:.2f}, {m.ci[1]:.2f}]" if m.ok else "no window", r.verdict, r.reason])
-    widths = [max(len(x[i]) for x in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        print("  ".join(f"{v:<{w}}" for v, w in zip(row, widths, strict=False)) + "  " + row[-1])
-    n_ok = sum(r.verdict == "agree" for r in results)
-    measured = "—" if data["measured_order"] is None else f"{data['measured_order']:.2f}"
-    print(f"\nmeasured order (median of cases) {measured}; {n_ok}/{len(results)} cases agree: "
-          f"{data['verdict'].upper()}")
+    config = _read_config(args.config)
+    if args.claimed_order is not None:
+        _positive(args.claimed_order, "--claimed-order")
+    if args.claimed_nfe_per_step is not None:
+        _positive(args.claimed_nfe_per_step, "--claimed-nfe-per-step")
+    result = validate(args.solver, args.claimed_order, args.targets, config=config,
+                      claimed_nfe_per_step=args.claimed_nfe_per_step, quick=args.quick)
+    print(result.table())
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return 0 if data["verdict"] == "agree" else 1
+        Path(args.json).write_text(json.dumps(validation_json(result), indent=2) + "\n", encoding="utf-8")
+    return 0 if result.ok else 1
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -363,19 +328,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--db", metavar="FILE", help="results store (default: DIR/results.sqlite)")
     r.set_defaults(func=_cmd_report)
 
+    from .real.cli import add_parser as add_real_parser
+
+    add_real_parser(sub, _cmd_real)
+
     v = sub.add_parser(
-        "validate", help="check one solver's claimed order; exit 1 if any case disagrees",
-        description="Measure SOLVER's convergence order on the default theory configs, its symbolic order (when it "
-        "exposes update_rule) and its counted NFE per step, and compare with the claimed order by the theory "
-        "rules (|measured - claimed| <= 0.2 on mixtures; measured >= claimed - 0.2 on the Gaussian). "
-        "Exit status 0 if every case agrees, 1 otherwise, 2 on bad usage.")
-    v.add_argument("solver", metavar="SOLVER", help="a registered solver name, or module:attr naming a callable "
-                   "solver(denoiser, x, sigmas) -> x, a Solver class (built without arguments) or instance")
+        "validate", help="conformance check of one solver (orders, symbolic order, NFE, exactness identities, "
+        "float32, final step, determinism); exit 1 if a claim fails",
+        description="Run the conformance check (sdm_verify.conformance) on SPEC: its measured convergence order on "
+        "exact targets per process and schedule, judged against the claimed order by the theory rules "
+        "(|measured - claimed| <= 0.2 on mixtures; measured >= claimed - 0.2 on the Gaussian); its symbolic order "
+        "(own update_rule, or a declared equivalent registered solver checked to 1e-10); counted NFE against the "
+        "declared nfe(n) or --claimed-nfe-per-step; exactness on a point-mass target and affinity on a Gaussian "
+        "target (1e-12); float32 drift (<= 1e-4); the final step into sigma = 0 (reported); bitwise determinism. "
+        "Prints a verdict table. Exit status 0 if every item passes, 1 if one fails, 2 on bad usage.")
+    v.add_argument("solver", metavar="SPEC", help="a registered solver name; module:attr naming a callable "
+                   "solver(denoiser, x, sigmas) -> x, a class (built without arguments) or an instance; "
+                   "diffusers:SchedulerClass (with --config); kdiffusion:sample_name (with --config for its keyword "
+                   "arguments, e.g. '{\"eta\": 0}')")
+    v.add_argument("--config", metavar="JSON", help="diffusers scheduler config or k-diffusion sampler keyword "
+                   "arguments: a JSON object, inline or as a file path")
     v.add_argument("--claimed-order", type=float, metavar="P", help="the order to check (default: the solver's "
                    "declared `order`)")
-    v.add_argument("--json", metavar="FILE", help="write the measurements and the verdict as JSON")
+    v.add_argument("--claimed-nfe-per-step", type=float, metavar="K", help="check counted NFE = K N exactly "
+                   "(default: the solver's declared nfe(n), if any)")
+    v.add_argument("--json", metavar="FILE", help="write the measurements, items and verdict as JSON")
     v.add_argument("--targets", nargs="+", choices=targets.available(), metavar="TARGET",
-                   help=f"restrict to these targets ({', '.join(targets.available())}; default: all)")
+                   help=f"restrict the order measurements to these targets ({', '.join(targets.available())}; "
+                   "default: all)")
+    v.add_argument("--quick", action="store_true", help="measure orders on gmm-8d (EDM and logSNR grids) only")
     v.set_defaults(func=_cmd_validate)
     return p
 

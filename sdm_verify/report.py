@@ -142,7 +142,7 @@ def load_results(store: ResultStore) -> tuple[list[CaseResult], dict]:
 def _group_rows(store: ResultStore) -> list[tuple[dict, list[dict]]]:
     groups: dict[tuple, list[dict]] = {}
     for r in store.rows(final=False):
-        if "error" not in r or "solver" not in r:
+        if "error" not in r or "solver" not in r or r.get("kind") == "real":
             continue
         if r.get("sigma_min") != SIGMA_MIN or r.get("sigma_max") != SIGMA_MAX or r.get("solver_params"):
             continue

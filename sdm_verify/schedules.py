@@ -167,13 +167,24 @@ def uses_process(name: str) -> bool:
     return name in PROCESS_SCHEDULES
 
 
+def _builtin() -> None:
+    """Register the schedules defined outside this module (SDM's, which needs the solvers) on first use."""
+    if "sdm" not in _REGISTRY:
+        import importlib
+
+        importlib.import_module("sdm_verify.sdm_schedule")
+
+
 def available() -> list[str]:
     """Names of the registered schedules (aliases included), in registration order."""
+    _builtin()
     return list(_REGISTRY)
 
 
 def get(name: str) -> Schedule:
     """The schedule function registered under `name`."""
+    if name not in _REGISTRY:
+        _builtin()
     try:
         return _REGISTRY[name]
     except KeyError:

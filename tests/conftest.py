@@ -18,3 +18,8 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+# numpy/scipy BLAS threads compete on a loaded 2-core machine (numpy-heavy tests measured ~10x slower): one thread.
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+threadpool_limits(limits=1, user_api="blas")
