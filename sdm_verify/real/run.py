@@ -87,16 +87,33 @@ def quality(harness: RealHarness, ctx: Context, n_samples: int, boot: int, progr
             if grid_samples is None:
                 grid_samples = x[:GRID_SAMPLES]
             rows.append(dict(sampler=f"{solver} / {schedule}, {steps} steps", nfe=nfe, n=int(x.shape[0]),
-                             **q.sample_quality(x.float(), n_boot=boot)))
+                             **q.sample_quality(x.double(), reference="train", n_boot=boot)))
     if not ctx.is_main:
         return None
-    real = q.load_reference_images("test")
-    rows.append(dict(sampler="held-out real digits (test split)", nfe=0, n=int(real.shape[0]),
-                     **q.sample_quality(real, n_boot=boot)))
+    from ..models.digits import load_digits_images
+
+    real = load_digits_images("test", dtype=torch.float64)[0]
+    rows.append(dict(sampler="held-out real digits (test split, other writers)", nfe=0, n=int(real.shape[0]),
+                     **q.sample_quality(real, reference="train", n_boot=boot)))
     fit = q.gaussian_fit_samples(n_samples, seed=0)
     rows.append(dict(sampler="Gaussian fit of the training digits", nfe=0, n=int(fit.shape[0]),
-                     **q.sample_quality(fit, n_boot=boot)))
+                     **q.sample_quality(fit, reference="train", n_boot=boot)))
     return dict(rows=rows, grid=grid_samples)
+
+
+def _plain(obj):
+    """JSON-safe copy of a quality row (numpy scalars and arrays to Python numbers and lists)."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def run_real(model, store, *, settings: RealSettings, device: str = "cpu", pairs=None, ns=None, quick: bool = False,
@@ -106,7 +123,7 @@ def run_real(model, store, *, settings: RealSettings, device: str = "cpu", pairs
     t0 = time.perf_counter()
     precision = exact_precision()
     harness = RealHarness(model, settings, store=store, device=device, shard=ctx.shard(settings.seed_list()),
-                          reduce=ctx.reduce, progress=progress, is_main=ctx.is_main)
+                          reduce=ctx.reduce, gather=ctx.gather, progress=progress, is_main=ctx.is_main)
     pairs = pairs or default_pairs(quick=quick)
     ns = [int(n) for n in (ns or (QUICK_NS if quick else DEFAULT_NS))]
     ref = harness.reference()
@@ -126,7 +143,7 @@ def run_real(model, store, *, settings: RealSettings, device: str = "cpu", pairs
         floor_precision=floor_p, floor=harness.floor(), ns=ns, quick=quick, version=REAL_VERSION,
         cases=[dict(solver=c.solver, schedule=c.schedule, claimed=c.claimed,
                     keys=[harness.store_key(c.solver, c.schedule, n) for n in ns]) for c in cases],
-        quality=[{k: v for k, v in r.items()} for r in qual["rows"]] if qual else None,
+        quality=[_plain(r) for r in qual["rows"]] if qual else None,
         wall=time.perf_counter() - t0,
     )
     key = run_key(harness.id, s.dtype)
