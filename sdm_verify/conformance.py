@@ -625,6 +625,10 @@ def float32_check(solver, bar=None):
 
 def final_step_check(solver, bar=None) -> Item:
     """Item 6: EDM grids into 0 at FINAL_NS on gauss-4d: finite output, counted NFE, exact Bures W2 to p_0."""
+    if getattr(solver, "steps_into_zero", True) is False:  # a method defined only above sigma = 0 (diffusers DEIS)
+        why = getattr(solver, "final_step", "") or "declared steps_into_zero = False"
+        return Item("final_step", "n/a", "—", "finite", f"the solver takes no step into sigma = 0 ({why})",
+                    dict(runs=[], finite=None, target="gauss-4d", schedule="edm"))
     lo, hi = _sigma_range(solver)
     runs, finite = [], True
     for n in FINAL_NS:

@@ -348,3 +348,16 @@ def test_bad_options_exit_2(capsys):
         capsys, ["validate", "heun", "--claimed-nfe-per-step", "0"])
     assert "eta: sample_dpmpp_3m_sde with eta=1.0 is an SDE sampler" in _one_line_exit_2(
         capsys, ["validate", "kdiffusion:sample_dpmpp_3m_sde"])
+
+
+def test_final_step_is_not_applicable_to_a_solver_defined_only_above_zero():
+    from sdm_verify.conformance import final_step_check
+
+    class AboveZero:
+        order, steps_into_zero, final_step = 1, False, "none: ends at the smallest sigma of its table"
+
+        def __call__(self, denoiser, x, sigmas):
+            raise AssertionError("must not be run into sigma = 0")
+
+    item = final_step_check(AboveZero())
+    assert item.status == "n/a" and not item.judged and "smallest sigma" in item.detail

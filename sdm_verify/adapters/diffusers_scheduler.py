@@ -788,6 +788,11 @@ class DiffusersSolver:
             raise ValueError(f"process: {self.cls.__name__} supports {', '.join(self.processes)} (got {process!r})")
         return DiffusersSolver(self.cls, self.user_config, process, self.grid, self.keep_float64, _switch=True)
 
+    @property
+    def steps_into_zero(self) -> bool:
+        """Whether the scheduler can take a final step into sigma = 0 (DEIS cannot: its schedule ends above 0)."""
+        return self.family.final_zero != "never"
+
     def nfe(self, n_steps: int) -> int:
         """Model calls for n steps on a grid ending above 0."""
         return 2 * n_steps if self.family.layout == "heun" else n_steps

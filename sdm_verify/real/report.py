@@ -120,15 +120,24 @@ def _quality_table(rows: list[dict]) -> str:
                     *[ci(r.get(k), 1e3 if k == "kid" else 1.0) for k, _, _ in keys]] for r in rows])
 
 
-def _figure(cases: list[RealCase], record: dict, path: Path) -> None:
-    pairs = []
-    for c in cases:
-        case = dict(solver=c.solver, target=record["model"], process=record["settings"]["dtype"],
-                    schedule=c.schedule, claimed=c.claimed, family=c.schedule + " grid")
-        pairs.append((case, [dict(r, error=r.get("error_median", r["error"]), metric="median trajectory RMS")
-                             for r in c.rows]))
-    results = theory_report.results_from(pairs)
-    theory_report.convergence_figure(results, path, f"{record['model']} ({record['settings']['dtype']})")
+def _figures(cases: list[RealCase], record: dict, out: Path, slug: str) -> list[tuple[Path, str]]:
+    """One error-vs-NFE figure per schedule, one panel per solver family (as the theory figures)."""
+    from .. import solvers
+
+    figs = []
+    for schedule in dict.fromkeys(c.schedule for c in cases):
+        pairs = []
+        for c in (c for c in cases if c.schedule == schedule):
+            case = dict(solver=c.solver, target=record["model"], process=record["settings"]["dtype"],
+                        schedule=c.schedule, claimed=c.claimed,
+                        family=theory_report.solver_family(solvers.get(c.solver)))
+            pairs.append((case, [dict(r, error=r.get("error_median", r["error"]), metric="median trajectory RMS")
+                                 for r in c.rows]))
+        path = out / f"real-{slug}-{schedule}.png"
+        theory_report.convergence_figure(theory_report.results_from(pairs), path,
+                                         f"{record['model']} ({record['settings']['dtype']}), {schedule} grid")
+        figs.append((path, f"error vs NFE on {record['model']}, {schedule} grid"))
+    return figs
 
 
 def _samples_figure(grid: np.ndarray, path: Path, title: str) -> None:
@@ -152,6 +161,12 @@ def _samples_figure(grid: np.ndarray, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _shown(source: str) -> str:
+    """A checkpoint shipped with the package by its path inside the package; other paths as given."""
+    marker = "sdm_verify/models/checkpoints/"
+    return source[source.index(marker):] if marker in source else source
+
+
 def section(store, record: dict, theory_results, out: Path) -> tuple[str, str, list]:
     """(title, markdown, figures) of one recorded real run; figures drawn into `out`."""
     cases = load_cases(store, record)
@@ -160,7 +175,8 @@ def section(store, record: dict, theory_results, out: Path) -> tuple[str, str, l
     prec = record.get("precision", {})
     floor_p = record.get("floor_precision", 0.0)
     lines = [
-        f"Model `{record['source']}` ({record['format'] or '?'}; {record['description'] or 'no description'}), "
+        f"Model `{_shown(record['source'])}` ({record['format'] or '?'}; "
+        f"{record['description'] or 'no description'}), "
         f"sample shape {tuple(record['shape'])}, run on {record['device']} in {s['dtype']}"
         + (f" across {record['world']} processes" if record.get("world", 1) > 1 else "") + ".",
         "",
@@ -213,10 +229,8 @@ def section(store, record: dict, theory_results, out: Path) -> tuple[str, str, l
                   _quality_table(record["quality"])]
     figs = []
     slug = _slug(f"{record['model']}-{s['dtype']}")[:60]
-    fpath = out / f"real-{slug}.png"
     if cases:
-        _figure(cases, record, fpath)
-        figs.append((fpath, f"error vs NFE on {record['model']}"))
+        figs += _figures(cases, record, out, slug)
     blob = store.get_blob(record["samples_blob"]) if record.get("samples_blob") else None
     if blob is not None:
         spath = out / f"real-{slug}-samples.png"
