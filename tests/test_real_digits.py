@@ -49,3 +49,16 @@ def test_model_samples_beat_the_gaussian_fit():
     assert ours["fd_feat"]["hi"] < fit["fd_feat"]["lo"]
     assert ours["kid"]["hi"] < fit["kid"]["lo"]
     assert ours["confidence"]["lo"] > fit["confidence"]["hi"]
+
+
+def test_float32_runs_keep_a_float64_reference_model():
+    model32 = load_denoiser(digits_checkpoint(), dtype=torch.float32)
+    h = RealHarness(model32, RealSettings(seeds=2, dtype="float32"), progress=False)
+    x = start_points((1, 8, 8), range(2), 1.0)
+    ref64 = load_denoiser(digits_checkpoint(), dtype=torch.float64)(x, 1.0)
+    # the reference, decisions and floor evaluate a float64 copy: bitwise the float64 model, the measured model
+    # stays float32 (its output differs at float32 rounding, ~1e-7, not 0)
+    assert torch.equal(h._denoiser(torch.float64)(x, 1.0), ref64)
+    assert h.model.dtype == torch.float32
+    diff = float((h._denoiser()(x, 1.0).double() - ref64).abs().max())
+    assert 0 < diff < 1e-4

@@ -94,6 +94,11 @@ class _Labelled:
         labels = torch_full(x.shape[0], self.label, x.device)
         return self.model.D(x, sigma, labels)
 
+    def to(self, device=None, dtype=None):
+        self.model.to(device=device, dtype=dtype)
+        self.dtype, self.device = self.model.dtype, self.model.device
+        return self
+
 
 def torch_full(n: int, value: int, device):
     import torch

@@ -145,6 +145,7 @@ class RealHarness:
         self._decision_x = start_points(self.shape, range(self.s.seed0, self.s.seed0 + DECISION_SEEDS),
                                         self.s.sigma_max)
         self._ref: Reference | None = None
+        self._copies: dict = {}
         self.floor_precision = 0.0
 
     # ------------------------------------------------------------------ configuration and the reference
@@ -154,9 +155,21 @@ class RealHarness:
         return dict(kind="real", model=self.id, sigma_min=s.sigma_min, sigma_max=s.sigma_max, dtype=s.dtype,
                     seeds=[s.seed0, s.seeds], rtol=s.rtol, version=REAL_VERSION)
 
+    def _model_in(self, dtype):
+        """The model computing in `dtype`: the measured model itself, or (for the float64 reference, decisions and
+        floor of a float32 run) a float64 copy; a float32 network fed float64 inputs would still compute in float32,
+        and DOP853 at a tight tolerance on a float32 right-hand side takes thousands of rejected steps."""
+        if dtype == self.dtype or not hasattr(self.model, "to") or getattr(self.model, "dtype", dtype) == dtype:
+            return self.model
+        if dtype not in self._copies:
+            import copy
+
+            self._copies[dtype] = copy.deepcopy(self.model).to(dtype=dtype)
+        return self._copies[dtype]
+
     def _denoiser(self, dtype=None):
         dtype = dtype or self.dtype
-        model, dev = self.model, self.device
+        model, dev = self._model_in(dtype), self.device
 
         def D(x, sigma):
             return model(x.to(device=dev, dtype=dtype), sigma)
