@@ -440,3 +440,22 @@ def test_nvlabs_unknown_global_refused(tmp_path):
     with pytest.raises(ModelError, match=r"^path: .* asks to load the global builtins\.exec, which is not allowed"):
         load_denoiser(path, trust_pickle=True)
     assert not evil_marker.exists() and not marker.exists()  # neither the exec nor the network source ran
+
+
+def test_labelled_denoiser_in_the_real_harness(tmp_path):
+    import copy
+
+    from sdm_verify.real.harness import model_id
+
+    d, module = _own_checkpoint(tmp_path, label_dim=3)
+    den = load_denoiser(d, dtype=torch.float32)
+    one, two = den.with_labels(1), copy.deepcopy(den).with_labels(2)
+    # each fixed class keys its own cells in the store
+    assert model_id(one) != model_id(two) and model_id(one).endswith("#class1")
+    # the harness's float64 copy of a float32 run keeps the labels and computes in float64
+    copy64 = copy.deepcopy(one).to(dtype=torch.float64)
+    x = torch.randn(2, 2, 4, 4, dtype=F64)
+    assert copy64.dtype == torch.float64 and one.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(copy64(x, 1.0), module.double()(x, torch.full((2,), 1.0, dtype=F64),
+                                                           torch.tensor([[0.0, 1, 0]] * 2, dtype=F64)))

@@ -14,6 +14,7 @@ float32 one with an error floor of ~1e-6..1e-3 (real_models.md §4).
 from __future__ import annotations
 
 import contextlib
+import json
 import numbers
 from collections.abc import Iterator
 
@@ -217,6 +218,11 @@ class LabelledDenoiser:
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         return self.denoiser.D(x, sigma, self.labels)
 
+    def to(self, device=None, dtype: torch.dtype | None = None) -> LabelledDenoiser:
+        """Move/cast the wrapped model; returns self (the labels stay fixed)."""
+        self.denoiser.to(device=device, dtype=dtype)
+        return self
+
     def __getattr__(self, name):  # sigma_min, shape, dtype, ... of the wrapped model
         if name in ("denoiser", "labels"):
             raise AttributeError(name)
@@ -224,3 +230,16 @@ class LabelledDenoiser:
 
     def __repr__(self) -> str:
         return f"LabelledDenoiser({self.denoiser!r})"
+
+
+def read_json_object(path) -> dict:
+    """The JSON object in file `path`; unreadable files, invalid JSON and non-objects raise ModelError."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ModelError(f"path: cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ModelError(f"path: {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"path: {path} is not a JSON object")
+    return data

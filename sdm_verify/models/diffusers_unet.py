@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Denoiser, ModelError
+from .base import Denoiser, ModelError, read_json_object
 
 #: Nichol & Dhariwal 2021 (Eq. 17) clip of the cosine schedule's betas; diffusers' default max_beta
 MAX_BETA = 0.999
@@ -176,18 +176,6 @@ def _offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = old
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ModelError(f"path: cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ModelError(f"path: {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"path: {path} is not a JSON object")
-    return data
-
-
 def is_diffusers_dir(path: Path) -> bool:
     """A pipeline directory (model_index.json) or a bare model directory (config.json with `_class_name`)."""
     path = Path(path)
@@ -202,7 +190,7 @@ def is_diffusers_dir(path: Path) -> bool:
 def _locate(path: Path) -> tuple[Path, str | None, Path, dict]:
     """(root, subfolder, scheduler config path, model_index or {}) of a pipeline or bare UNet directory."""
     if (path / "model_index.json").is_file():
-        index = _read_json(path / "model_index.json")
+        index = read_json_object(path / "model_index.json")
         unet = index.get("unet")
         if not unet:
             raise ModelError(f"path: pipeline {path} has no unet component (model_index.json: {sorted(index)})")
@@ -232,7 +220,7 @@ def load_diffusers(path, device="cpu", dtype: torch.dtype = torch.float64, inter
     path = Path(path)
     root, sub, sched_path, index = _locate(path)
     unet_dir = root / sub if sub else root
-    unet_cfg = _read_json(unet_dir / "config.json")
+    unet_cfg = read_json_object(unet_dir / "config.json")
     cls = unet_cfg.get("_class_name")
     if cls != "UNet2DModel":
         raise ModelError(f"path: {unet_dir} holds a {cls}; only UNet2DModel (pixel or latent DDPM-style) is supported")
@@ -242,7 +230,7 @@ def load_diffusers(path, device="cpu", dtype: torch.dtype = torch.float64, inter
     if unet_cfg.get("class_embed_type") is not None:
         raise ModelError(f"path: {unet_dir}: class_embed_type {unet_cfg.get('class_embed_type')!r} is not supported "
                          f"(only an embedding table of num_class_embeds classes)")
-    sched = _read_json(sched_path)
+    sched = read_json_object(sched_path)
     prediction = sched.get("prediction_type", "epsilon")
     if prediction not in PREDICTIONS:
         raise ModelError(f"path: {sched_path}: prediction_type {prediction!r} is not supported; supported: "

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import architectures
-from .base import Denoiser, ModelError
+from .base import Denoiser, ModelError, read_json_object
 
 FORMAT = "sdm-verify-denoiser"
 FORMAT_VERSION = 1
@@ -36,13 +36,8 @@ def is_own_config(path: Path) -> bool:
 def read_config(directory: Path) -> dict:
     """The validated config.json of an own-format checkpoint directory."""
     path = Path(directory) / CONFIG
-    try:
-        cfg = json.loads(path.read_text())
-    except OSError as exc:
-        raise ModelError(f"path: cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ModelError(f"path: {path} is not valid JSON: {exc}") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+    cfg = read_json_object(path)
+    if cfg.get("format") != FORMAT:
         raise ModelError(f"path: {path} does not declare \"format\": \"{FORMAT}\"")
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"path: {path} has format_version {cfg.get('format_version')!r}; this sdm-verify reads "

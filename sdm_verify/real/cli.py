@@ -65,7 +65,7 @@ def run_from_args(args, store) -> dict:
     if args.labels is not None:
         if not model.label_dim:
             raise ValueError("--labels: the model is unconditional")
-        model = _Labelled(model, args.labels)
+        model = model.with_labels(args.labels)
     batch = args.batch or auto_batch(model, device, getattr(torch, args.dtype))
     settings = RealSettings(seeds=args.seeds, sigma_min=args.sigma_min, sigma_max=args.sigma_max, dtype=args.dtype,
                             batch=batch)
@@ -78,29 +78,3 @@ def run_from_args(args, store) -> dict:
     if record:
         print(json.dumps({k: record[k] for k in ("model", "floor", "wall")}, default=str))
     return record
-
-
-class _Labelled:
-    """A class-conditional Denoiser with a fixed label, as a plain denoiser(x, sigma)."""
-
-    def __init__(self, model, label: int):
-        self.model, self.label = model, int(label)
-        for k in ("sigma_min", "sigma_max", "sigma_data", "shape", "label_dim", "dtype", "device", "format",
-                  "source", "description"):
-            setattr(self, k, getattr(model, k, None))
-        self.description = f"{self.description} (class {self.label})"
-
-    def __call__(self, x, sigma):
-        labels = torch_full(x.shape[0], self.label, x.device)
-        return self.model.D(x, sigma, labels)
-
-    def to(self, device=None, dtype=None):
-        self.model.to(device=device, dtype=dtype)
-        self.dtype, self.device = self.model.dtype, self.model.device
-        return self
-
-
-def torch_full(n: int, value: int, device):
-    import torch
-
-    return torch.full((n,), value, dtype=torch.long, device=device)

@@ -67,8 +67,11 @@ def model_id(denoiser) -> str:
         for t in (module.state_dict().values() if module is not None else []):
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     name = Path(src).name if src else type(denoiser).__name__
-    label = getattr(denoiser, "label", None)
-    return f"{name}@{h.hexdigest()[:12]}" + ("" if label is None else f"#class{label}")
+    labels = getattr(denoiser, "labels", None)  # a LabelledDenoiser: the fixed class keys its cells
+    if labels is not None:
+        labels = labels if isinstance(labels, int) else hashlib.sha256(
+            torch.as_tensor(labels).cpu().numpy().tobytes()).hexdigest()[:8]
+    return f"{name}@{h.hexdigest()[:12]}" + ("" if labels is None else f"#class{labels}")
 
 
 def start_points(shape, seeds, sigma_max: float) -> torch.Tensor:
