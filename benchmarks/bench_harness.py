@@ -1,8 +1,8 @@
 """Cost of one theory-sweep cell, and the share of it spent on the reference (the meter's construction).
 
 For each target (gauss-4d, gmm-1d, gmm-8d), solver (euler, heun, dpmpp_2m, rk4, unipc) and N (32 ... 512) on the
-EDM grid (sigma 80 -> 0.002, final=False), `sdm_verify.sweep.compute_cell` is timed twice:
-    cold  after `sdm_verify.meters.cached_meter.cache_clear()`: builds the meter (for gmm-8d: SyncMeter's DOP853
+EDM grid (sigma 80 -> 0.002, final=False), `sdm_verify.harness.sweep.compute_cell` is timed twice:
+    cold  after `sdm_verify.harness.meters.cached_meter.cache_clear()`: builds the meter (for gmm-8d: SyncMeter's DOP853
           reference flow of 64 samples), then runs and measures the solver;
     warm  with the meter cached, as every later cell of the same target and sigma range in a sweep process.
 reference = cold - warm, per cell; per target, the median over its cells, and as a check the meter's construction
@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from sdm_verify import meters, sweep, targets
+from sdm_verify.harness import meters, run, sweep, targets
 
 TARGETS = ("gauss-4d", "gmm-1d", "gmm-8d")
 SOLVERS = ("euler", "heun", "dpmpp_2m", "rk4", "unipc")
@@ -83,7 +83,7 @@ def bench_cell(cfg: dict, repeats: int) -> dict:
     solver = TimedSolver(sweep.solver_for(cfg))
     sigma_to = 0.0 if cfg["final"] else cfg["sigma_min"]
     t0 = time.process_time()
-    row = sweep.measure_run(solver, cfg["target"], sweep.grid_for(cfg), sigma_to)
+    row = run.measure_run(solver, cfg["target"], sweep.grid_for(cfg), sigma_to)
     measure = time.process_time() - t0
     cold_s, warm_s = min(cold), min(warm)
     return dict(

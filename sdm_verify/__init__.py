@@ -1,7 +1,7 @@
 """sdm-verify: the systems under test (solvers, schedules, SDM) and the harness that measures them."""
 
 from .errors import GridError, SolverDivergedError
-from .nfe import CountedDenoiser, count_nfe
+from .harness.nfe import CountedDenoiser, count_nfe
 
 __version__ = "0.1.0"
 __all__ = ["count_nfe", "CountedDenoiser", "SolverDivergedError", "GridError"]

@@ -50,11 +50,11 @@ def _solver_names(names) -> list[str]:
 
 
 def _symbolic_orders(cases) -> dict:
-    """Symbolic orders (sdm_verify.crosscheck) of the cases' solvers; None where no coefficient functions."""
+    """Symbolic orders (harness.symbolic_order) of the cases' solvers; None where no coefficient functions."""
     from tqdm.auto import tqdm
 
-    from .crosscheck import symbolic_order
-    from .sweep import Cell, solver_for
+    from .harness.sweep import Cell, solver_for
+    from .harness.symbolic_order import symbolic_order
 
     out, first = {}, {}
     for c in cases:
@@ -73,7 +73,7 @@ def _symbolic_orders(cases) -> dict:
 def _open_store(db: Path, must_exist: bool):
     import sqlite3
 
-    from .store import ResultStore
+    from .harness.store import ResultStore
 
     if must_exist and not db.is_file():
         raise UsageError(f"--db: no such file {db}")
@@ -93,9 +93,10 @@ def _print_summary(results, md: Path) -> None:
 def _cmd_theory(args) -> int:
     import torch
 
-    from . import report, theory
-    from .store import config_key
-    from .sweep import run_cells
+    from . import report
+    from .harness import cases as theory
+    from .harness.store import config_key
+    from .harness.sweep import run_cells
 
     torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead
     if args.jobs < 1:
@@ -123,7 +124,7 @@ def _cmd_theory(args) -> int:
         if not args.solvers:
             import warnings
 
-            from .sdm_report import sdm_section
+            from .studies.sdm.report import sdm_section
 
             data: dict = {}
             with warnings.catch_warnings():  # the 1-D quadrature's unconverged-refinement warnings: noted in the text
@@ -150,7 +151,7 @@ SDM_DATA_META = "sdm_figure_data"
 
 def _extra_sections(store) -> list[tuple[str, str, list]]:
     """(title, markdown, figures) of the stored extra sections; the SDM figures are drawn from stored numbers."""
-    from .sdm_report import sdm_figures
+    from .studies.sdm.report import sdm_figures
 
     figures = {SDM_META: sdm_figures(store.get_meta(SDM_DATA_META) or {})}
     return [(title, store.get_meta(key), figures.get(key, [])) for key, title in EXTRA_SECTIONS if store.get_meta(key)]
@@ -300,11 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the oracle's self-checks against independent closed forms and print them.")
     c.set_defaults(func=_cmd_check_oracle)
 
-    from . import targets
+    from .harness import targets
 
     t = sub.add_parser(
         "theory", help="measure every solver's convergence order on exact targets and write the report",
-        description="Run the theory matrix (sdm_verify.theory: every solver x target/process/schedule config on "
+        description="Run the theory matrix (sdm_verify.harness.cases: every solver x target/process/schedule config on "
         "nested grids) into a resumable results store and write DIR/index.md, DIR/index.html and PNG figures. "
         "Exit status 0 whenever it ran, also when measured orders deviate from claims: the findings are the "
         "product, not an error (use `validate` to gate on a claim); 2 on bad usage.")

@@ -4,13 +4,13 @@ Used by `sdm-verify validate` and the pytest plugin (issue #8). For the solver (
 them; otherwise the canonical sigma-space solver on the VE and VP configurations of theory.validation_configs) it
 measures, reports and judges:
 
-  order        measured order per case (theory's nested grids, windowed fit, theory.verdict rules): the claim
+  order        measured order per case (theory's nested grids, windowed fit, verdicts.verdict rules): the claim
                passes only if every case agrees; overall measured order = median over the cases with a window.
   symbolic     crosscheck.symbolic_order of the solver's own `update_rule`; else, when it declares `equivalent`
                (a registered solver with the same update), both are run on the same grids and, when they agree to
                EQUIVALENCE_RTOL, the equivalent's symbolic order is reported. Fails when the declared equivalence
                does not hold or the symbolic order is below the claim.
-  nfe          counted denoiser calls (sdm_verify.nfe) at every N against the declared `nfe(n)` / `nfe_to_zero(n)`
+  nfe          counted denoiser calls (harness.nfe) at every N against the declared `nfe(n)` / `nfe_to_zero(n)`
                or --claimed-nfe-per-step K (K N): exact match.
   point_mass   D(x, sigma) = x0 (a point-mass target): the exact flow is x(sigma') = x0 + (sigma'/sigma)(x - x0).
                Along it dx/dsigma = (x - x0)/sigma = c is constant (x - x0 = sigma c), so every stage of a
@@ -89,7 +89,7 @@ class ConformanceResult:
     claimed_order: float
     claimed_nfe_per_step: float | None
     items: dict[str, Item]
-    cases: list  # report.CaseResult, one per (process, target, schedule)
+    cases: list  # harness.results.CaseResult, one per (process, target, schedule)
     config: dict | None = None
 
     @property
@@ -214,9 +214,9 @@ def check(spec_or_solver, claimed_order: float | None = None, config: dict | Non
         items["determinism"] = _per_variant("determinism", variants, determinism_check, bar)
     finally:
         bar.close()
-    from . import report
+    from .harness.results import results_from
 
-    results = report.results_from(pairs, {loaded.name: items["symbolic"].data or None})
+    results = results_from(pairs, {loaded.name: items["symbolic"].data or None})
     raised = next((r["detail"] for _, rows in pairs for r in rows if r.get("status") == "error"), None)
     items = {"order": _order_item(results, claimed, raised), **items}
     items = {name: items[name] for name in ITEMS}
@@ -256,7 +256,7 @@ def _variants(solver) -> list[tuple[str | None, object]]:
 
 
 def _sigma_range(solver) -> tuple[float, float]:
-    from .sweep import SIGMA_MAX, SIGMA_MIN
+    from .harness.sweep import SIGMA_MAX, SIGMA_MIN
 
     rng = getattr(solver, "sigma_range", None)
     if not rng:
@@ -281,7 +281,8 @@ def _grid(schedule: str, n: int, process: str | None, lo: float, hi: float, zero
 
 def _order_plan(loaded, variants, claimed, targets, quick):
     """[(process label, solver, target, grid process, schedule, ns)] of the order measurements."""
-    from . import solvers, theory
+    from . import solvers
+    from .harness import cases as theory
 
     native = loaded.registered is not None and solvers.needs_process(loaded.registered)
     plan = []
@@ -300,7 +301,7 @@ def _order_plan(loaded, variants, claimed, targets, quick):
 
 
 def _run_row(solver, target, sigmas, sigma_to) -> dict:
-    from .sweep import measure_run
+    from .harness.run import measure_run
 
     try:
         return measure_run(solver, target, sigmas, sigma_to)
@@ -310,9 +311,10 @@ def _run_row(solver, target, sigmas, sigma_to) -> dict:
 
 
 def _measure_orders(loaded, plan, claimed, bar) -> list[tuple[dict, list[dict]]]:
-    from . import report, schedules
+    from . import schedules
+    from .harness.results import solver_family
 
-    family = report.solver_family(loaded.solver)
+    family = solver_family(loaded.solver)
     cache: dict[tuple, dict] = {}  # a canonical solver on sigma-defined grids: VE and VP share cells
     pairs = []
     for label, solver, target, grid_process, schedule, ns in plan:
@@ -355,7 +357,7 @@ def _order_item(results, claimed, raised: str | None = None) -> Item:
               + (f"; the solver raised {raised}" if raised else ""))
     overall = measured["overall"]
     return Item("order", "pass" if n_agree == len(results) else "fail",
-                "—" if overall is None else f"{overall:.2f}", f"claimed {claimed:g} (theory.verdict)", detail,
+                "—" if overall is None else f"{overall:.2f}", f"claimed {claimed:g} (verdicts.verdict)", detail,
                 dict(measured_order=measured, agree=n_agree, cases=len(results)))
 
 
@@ -367,7 +369,7 @@ def symbolic_check(solver, claimed: float, bar=None) -> Item:
     same outputs (to EQUIVALENCE_RTOL) on EQUIVALENCE_GRIDS; fails if the equivalence does not hold or the symbolic
     order (general grids) is below `claimed`."""
     from . import solvers
-    from .crosscheck import has_rule, symbolic_order
+    from .harness.symbolic_order import has_rule, symbolic_order
 
     if has_rule(solver):
         _step(bar, len(EQUIVALENCE_GRIDS) * 2)
@@ -423,7 +425,7 @@ def _judge_symbolic(sym, claimed, data, source) -> Item:
 
 
 def _max_difference(solver, twin, bar) -> tuple[float, str]:
-    from . import targets
+    from .harness import targets
 
     target = targets.get("gmm-8d")
     lo, hi = _sigma_range(solver)
@@ -576,7 +578,7 @@ def point_mass_check(solver, bar=None):
 
 def affine_check(solver, bar=None):
     """Item 4b: affinity on the Gaussian target gauss-4d -> (ok, worst relative error, detail, data)."""
-    from . import targets
+    from .harness import targets
 
     target = targets.get("gauss-4d")
     lo, hi = _sigma_range(solver)
@@ -596,7 +598,7 @@ def affine_check(solver, bar=None):
 
 def float32_check(solver, bar=None):
     """Item 5: RMS relative float32 - float64 drift at F32_NS on gmm-8d -> (ok, worst drift, detail, data)."""
-    from . import targets
+    from .harness import targets
 
     target = targets.get("gmm-8d")
     lo, hi = _sigma_range(solver)
@@ -650,7 +652,7 @@ def final_step_check(solver, bar=None) -> Item:
 
 def determinism_check(solver, bar=None):
     """Item 7: two runs bitwise identical, input unmodified -> (ok, "identical" / "differs", detail, data)."""
-    from . import targets
+    from .harness import targets
 
     target = targets.get("gmm-8d")
     lo, hi = _sigma_range(solver)

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import theory
-from .convergence import OrderMeasurement, fit_rows
-from .store import ResultStore, config_key
-from .sweep import SIGMA_MAX, SIGMA_MIN, SWEEP_VERSION, Cell, solver_for
+from .harness import cases as theory
+from .harness import verdicts
+from .harness.convergence import OrderMeasurement
+from .harness.results import VERDICTS, CaseResult, results_from, solver_family
+from .harness.store import ResultStore, config_key
+from .harness.sweep import SIGMA_MAX, SIGMA_MIN, SWEEP_VERSION, Cell, solver_for
 
 __all__ = ["CaseResult", "Report", "Section", "load_results", "markdown_to_html", "record_run", "results_from",
            "theory_report", "environment", "solver_family"]
@@ -40,58 +42,9 @@ FAMILIES = {  # solver module (unipc split by corrector) -> label of its figure 
     "unipc": "UniPC (predictor + corrector)",
     "unip": "UniP (predictor only)",
 }
-VERDICTS = ("agree", "deviates", "no window")
 
 
 # ------------------------------------------------------------------------------------------- results
-
-
-@dataclass
-class CaseResult:
-    """One measured case with its verdict (theory.verdict) and what the report shows beside it."""
-
-    measurement: OrderMeasurement
-    verdict: str  # "agree" | "deviates" | "no window"
-    reason: str
-    family: str
-    symbolic: dict | None = None
-
-    @property
-    def config(self) -> str:
-        m = self.measurement
-        return f"{m.target}/{m.process}/{m.schedule}"
-
-
-def solver_family(solver) -> str:
-    """The figure panel of a solver: its module in sdm_verify.solvers (UniPC split by whether it corrects)."""
-    qualified = type(solver).__module__
-    if not qualified.startswith("sdm_verify."):
-        return "other"
-    module = qualified.rsplit(".", 1)[-1]
-    return "unip" if module == "unipc" and not getattr(solver, "corrector", True) else module
-
-
-def _verdict(m: OrderMeasurement) -> tuple[str, str]:
-    if any(not math.isfinite(e) for e in m.errors):
-        return "no window", m.fit.reason
-    ok, reason = theory.verdict(m, m.target)
-    return ("agree" if ok else "no window" if not m.ok else "deviates"), reason
-
-
-def results_from(rows_by_case: list[tuple[dict, list[dict]]], symbolic: dict | None = None) -> list[CaseResult]:
-    """CaseResults from (case, its rows in N order); a case is {solver, target, process, schedule, claimed}."""
-    symbolic = symbolic or {}
-    out = []
-    for case, rows in rows_by_case:
-        ns = [int(r["n"]) for r in rows]
-        fit = fit_rows(ns, rows)
-        errors, floor = fit.errors, max(float(r.get("floor", 0.0)) for r in rows)
-        m = OrderMeasurement(case["solver"], case["claimed"], case["target"], case["process"], case["schedule"],
-                             ns, [int(r.get("nfe", 0)) for r in rows], errors, str(rows[0].get("metric", "?")),
-                             floor, fit)
-        verdict, reason = _verdict(m)
-        out.append(CaseResult(m, verdict, reason, case.get("family", "other"), symbolic.get(case["solver"])))
-    return out
 
 
 def case_record(case: theory.Case, ns=None) -> dict:
@@ -175,11 +128,11 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             versions[dist] = "not installed"
     return dict(versions=versions, platform=platform.platform(), dtype="float64", sigma_min=SIGMA_MIN,
-                sigma_max=SIGMA_MAX, sweep_version=SWEEP_VERSION, tol=theory.TOL)
+                sigma_max=SIGMA_MAX, sweep_version=SWEEP_VERSION, tol=verdicts.TOL)
 
 
 SEEDS = ("targets: gauss-4d from numpy default_rng(20260401), gmm-8d from default_rng(20260402), gmm-1d fixed "
-         "parameters (sdm_verify.targets); gmm-8d errors on a fixed sample of 64 start points of p_sigma_max drawn "
+         "parameters (harness.targets); gmm-8d errors on a fixed sample of 64 start points of p_sigma_max drawn "
          "with torch.Generator().manual_seed(0), the same for every N (SyncMeter); gauss-4d and gmm-1d errors are "
          "exact (Bures, quantiles) and use no samples")
 
@@ -244,9 +197,9 @@ def _case_of(r: CaseResult) -> theory.Case:
 
 
 def _notes(rs: list[CaseResult]) -> str:
-    """The recorded reasons of the solver's deviating cases (theory.known_deviation), each once."""
-    reasons = dict.fromkeys(theory.known_deviation(_case_of(r)) for r in rs if r.verdict != "agree")
-    return "; ".join(k for k in reasons if k) or theory.KNOWN_DEVIATIONS.get(rs[0].measurement.solver, "")
+    """The recorded reasons of the solver's deviating cases (verdicts.known_deviation), each once."""
+    reasons = dict.fromkeys(verdicts.known_deviation(_case_of(r)) for r in rs if r.verdict != "agree")
+    return "; ".join(k for k in reasons if k) or verdicts.KNOWN_DEVIATIONS.get(rs[0].measurement.solver, "")
 
 
 def order_table(results: list[CaseResult]) -> str:
@@ -297,7 +250,7 @@ def findings(results: list[CaseResult]) -> str:
         m0 = rs[0].measurement
         cases = "; ".join(f"{r.config} {_measured(r.measurement)}" if r.verdict == "deviates"
                           else f"{r.config} no window ({r.reason})" for r in bad)
-        reasons = dict.fromkeys(theory.known_deviation(_case_of(r)) for r in bad)  # ordered, unique
+        reasons = dict.fromkeys(verdicts.known_deviation(_case_of(r)) for r in bad)  # ordered, unique
         known = "; ".join(k for k in reasons if k)
         if known and None not in reasons:
             tag = f" Known deviation: {known}."
@@ -471,14 +424,14 @@ def theory_report(results: list[CaseResult], out_dir, run: dict | None = None) -
     rep = Report("sdm-verify: convergence orders on exact targets",
                  f"{len(results)} cases, {n_solvers} solvers. Errors are measured at σ_min = {SIGMA_MIN:g} "
                  f"against the exact law p_σ_min (the final step to σ = 0 is excluded); orders are fitted on the "
-                 f"asymptotic window of nested grids N = 2^j (sdm_verify.orders). Verdict rules: see Environment.")
+                 f"asymptotic window of nested grids N = 2^j (harness.orders). Verdict rules: see Environment.")
     rep.add_section("Findings", findings(results))
     rep.add_section("Order table", order_table(results) + "\n\n" + (
         "Symbolic: global order of the solver's own coefficient functions expanded by sympy, for general step "
-        "ratios / uniform steps (sdm_verify.crosscheck); † single-step methods: quadrature part only, exact up "
+        "ratios / uniform steps (harness.symbolic_order); † single-step methods: quadrature part only, exact up "
         "to order 2; ‡ predictor-corrector: the corrected step; — no coefficient functions exposed. Measured: "
-        "least-squares order on the asymptotic window [bracket, sdm_verify.orders]; the verdict per case follows "
-        "theory.verdict."))
+        "least-squares order on the asymptotic window [bracket, harness.orders]; the verdict per case follows "
+        "verdicts.verdict."))
     rep.add_section("Cases", case_table(results))
     configs: dict[str, list[CaseResult]] = {}
     for r in results:

@@ -23,12 +23,14 @@ pytest.importorskip("diffusers")
 
 import diffusers  # noqa: E402
 
-from sdm_verify import crosscheck, schedules, solvers, targets  # noqa: E402
+from sdm_verify import schedules, solvers  # noqa: E402
 from sdm_verify.adapters import diffusers_scheduler as ds  # noqa: E402
-from sdm_verify.convergence import measure_order  # noqa: E402
 from sdm_verify.errors import SolverDivergedError  # noqa: E402
-from sdm_verify.nfe import count_nfe  # noqa: E402
-from sdm_verify.sweep import measure_run  # noqa: E402
+from sdm_verify.harness import symbolic_order as crosscheck  # noqa: E402
+from sdm_verify.harness import targets  # noqa: E402
+from sdm_verify.harness.convergence import measure_order  # noqa: E402
+from sdm_verify.harness.nfe import count_nfe  # noqa: E402
+from sdm_verify.harness.run import measure_run  # noqa: E402
 
 F64 = torch.float64
 SMAX, SMIN = 80.0, 0.002

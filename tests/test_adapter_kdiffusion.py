@@ -17,14 +17,15 @@ import sys
 import pytest
 import torch
 
-from sdm_verify import schedules, solvers, targets
+from sdm_verify import schedules, solvers
 from sdm_verify.adapters import kdiffusion
 from sdm_verify.conformance import EQUIVALENCE_RTOL
-from sdm_verify.crosscheck import symbolic_order
-from sdm_verify.nfe import count_nfe
-from sdm_verify.orders import fit_order
-from sdm_verify.sweep import measure_run
-from sdm_verify.theory import TOL
+from sdm_verify.harness import targets
+from sdm_verify.harness.nfe import count_nfe
+from sdm_verify.harness.orders import fit_order
+from sdm_verify.harness.run import measure_run
+from sdm_verify.harness.symbolic_order import symbolic_order
+from sdm_verify.harness.verdicts import TOL
 
 try:
     kdiffusion.load_sampling()

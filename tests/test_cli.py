@@ -85,7 +85,7 @@ def test_validate_heun_order_2_passes_and_3_fails(heun_json):
     assert p2["verdict"] == "pass" and p3["verdict"] == "fail"
     assert p2["failed"] == [] and p3["failed"] == ["order"]  # every other item holds whatever the claimed order
     assert p2["claimed_order"] == 2 and p3["claimed_order"] == 3
-    # Heun is second order: 0.1 = the fitted window's slope tolerance (sdm_verify.orders)
+    # Heun is second order: 0.1 = the fitted window's slope tolerance (sdm_verify.harness.orders)
     assert abs(p2["measured_order"]["overall"] - 2) < 0.1
     assert p2["nfe_per_step"] == 2  # trapezoid predictor + corrector, no step into sigma = 0
     # a canonical solver on sigma-defined grids gives the same numbers for every process: VE stands for all

@@ -3,7 +3,7 @@ defect it targets, with the numbers:
 
 - identities: every consistent registered solver reproduces the point-mass flow x0 + (sigma'/sigma)(x - x0) and is
   affine on a Gaussian target to rounding; a solver adding 1e-6 x^2 fails both; ipndm_v, whose weights do not sum to
-  the step (theory.KNOWN_DEVIATIONS), fails the point-mass identity;
+  the step (verdicts.KNOWN_DEVIATIONS), fails the point-mass identity;
 - float32 drift, determinism, the final step, NFE declarations: a defect of each kind is caught;
 - end to end: a Heun with corrector weights 0.6/0.4 fails the order and symbolic items (exit status 1, the JSON says
   which); a DPM-Solver++(2M) with an inverted step ratio keeps order 2 but fails the differential check;
@@ -20,11 +20,12 @@ import textwrap
 import pytest
 import torch
 
-from sdm_verify import conformance, schedules, solvers, targets
+from sdm_verify import conformance, schedules, solvers
 from sdm_verify.adapters import kdiffusion
 from sdm_verify.cli import main
-from sdm_verify.crosscheck import symbolic_order
-from sdm_verify.theory import TOL
+from sdm_verify.harness import targets
+from sdm_verify.harness.symbolic_order import symbolic_order
+from sdm_verify.harness.verdicts import TOL
 
 GMM = targets.get("gmm-8d")
 
@@ -56,7 +57,7 @@ def test_registered_solvers_and_the_point_mass_and_affine_identities(name):
     ok_af, err_af, _, _ = conformance.affine_check(solver)
     assert ok_af and err_af < conformance.IDENTITY_RTOL  # every solver's map is affine on a Gaussian target
     if name == "ipndm_v":
-        # its 4-point weights sum to the step only when r0 r2 = r1^2 (theory.KNOWN_DEVIATIONS): not consistent on a
+        # its 4-point weights sum to the step only when r0 r2 = r1^2 (verdicts.KNOWN_DEVIATIONS): not consistent on a
         # non-uniform grid, so it misses even the constant-D flow by far more than rounding
         assert not ok_pm and err_pm > 1e-8, detail
     else:
@@ -163,7 +164,7 @@ def test_final_step_reports_and_fails_only_when_not_finite():
 
 
 def test_symbolic_check_of_an_update_rule_against_the_claim():
-    # dpmpp_3m's own coefficients expand to order 2 (the authors' D2 weight; theory.KNOWN_DEVIATIONS)
+    # dpmpp_3m's own coefficients expand to order 2 (the authors' D2 weight; verdicts.KNOWN_DEVIATIONS)
     item = conformance.symbolic_check(solvers.get("dpmpp_3m"), 3)
     assert item.status == "fail" and item.value == "2"
     assert conformance.symbolic_check(solvers.get("dpmpp_3m_lagrange"), 3).status == "pass"

@@ -14,13 +14,15 @@ import pytest
 import torch
 
 from analytic import Gaussian, gaussian_flow_map, reference_flow
-from sdm_verify import solvers, targets
-from sdm_verify.convergence import measure_order
-from sdm_verify.crosscheck import symbolic_order
-from sdm_verify.meters import GaussianMeter, Quantile1DMeter, SyncMeter
+from sdm_verify import solvers
+from sdm_verify.harness import targets
+from sdm_verify.harness.convergence import measure_order
+from sdm_verify.harness.meters import GaussianMeter, Quantile1DMeter, SyncMeter
+from sdm_verify.harness.run import measure_run
+from sdm_verify.harness.store import ResultStore, config_key
+from sdm_verify.harness.sweep import Cell, compute_cell, run_cells
+from sdm_verify.harness.symbolic_order import symbolic_order
 from sdm_verify.solvers import Solver, ode_derivative
-from sdm_verify.store import ResultStore, config_key
-from sdm_verify.sweep import Cell, compute_cell, measure_run, run_cells
 
 F64 = torch.float64
 
@@ -131,9 +133,9 @@ SWEEP_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
     torch.set_num_threads(1)
-    from sdm_verify.store import ResultStore, config_key
-    from sdm_verify.sweep import Cell, run_cells, compute_cell
-    import sdm_verify.sweep as sw
+    from sdm_verify.harness.store import ResultStore, config_key
+    from sdm_verify.harness.sweep import Cell, run_cells, compute_cell
+    import sdm_verify.harness.sweep as sw
     log = open(sys.argv[2], "a")
     original = sw.compute_cell
     def logged(cfg):
@@ -180,7 +182,7 @@ def test_killed_sweep_resumes_without_loss(tmp_path):
             row, fresh = st.get(c.config()), compute_cell(c.config())
             assert row["error"] == fresh["error"] and row["nfe"] == fresh["nfe"]
         computed = []
-        import sdm_verify.sweep as sw
+        import sdm_verify.harness.sweep as sw
 
         original = sw.compute_cell
         sw.compute_cell = lambda cfg: computed.append(cfg) or original(cfg)

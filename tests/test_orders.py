@@ -1,4 +1,4 @@
-"""sdm_verify.orders: local slopes, asymptotic window and order fit on synthetic errors with known order.
+"""sdm_verify.harness.orders: local slopes, asymptotic window and order fit on synthetic errors with known order.
 
 Every expected value is computed here from the synthetic model e(N) = C N^-p (1 + a/N) (+ floor, + noise), whose
 asymptotic order is p by construction; nothing is taken from the code under test.
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from sdm_verify.orders import OrderFit, fit_order, local_slopes
+from sdm_verify.harness.orders import OrderFit, fit_order, local_slopes
 
 LN2 = math.log(2.0)
 # An additive floor f with e > 100 f changes each log e by at most log(1 + 1/99); a local slope is a difference of

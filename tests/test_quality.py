@@ -1,4 +1,4 @@
-"""Sample-quality metrics (sdm_verify.quality) and the digits feature classifier (sdm_verify.models.classifier).
+"""Sample-quality metrics (sdm_verify.real.quality) and the digits feature classifier (sdm_verify.models.classifier).
 
 Oracles: the Bures-Wasserstein closed form (analytic.wasserstein.bures_w2) for the Frechet distance; a direct double
 loop and the closed-form E k(x, y) of the cubic kernel between Gaussians for MMD^2; known means for the bootstrap.
@@ -14,9 +14,9 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from analytic.wasserstein import bures_w2
-from sdm_verify import quality as q
 from sdm_verify.models import classifier as clf_mod
 from sdm_verify.models.digits import load_digits_images
+from sdm_verify.real import quality as q
 
 
 @pytest.fixture(autouse=True, scope="module")

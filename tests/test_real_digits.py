@@ -38,7 +38,8 @@ def test_reference_estimate_is_below_the_errors_it_judges(measured):
 
 
 def test_model_samples_beat_the_gaussian_fit():
-    from sdm_verify import quality, schedules, solvers
+    from sdm_verify import schedules, solvers
+    from sdm_verify.real import quality
 
     model = load_denoiser(digits_checkpoint(), dtype=torch.float32)
     x = start_points((1, 8, 8), range(20_000, 20_256), 80.0).float()

@@ -4,9 +4,9 @@ import pytest
 import torch
 from _real_fixtures import MixtureModel  # noqa: I001
 
+from sdm_verify.harness.targets import get
 from sdm_verify.real.distributed import auto_batch, exact_precision, select_device
 from sdm_verify.real.harness import RealHarness, RealSettings
-from sdm_verify.targets import get
 
 pytestmark = [pytest.mark.gpu, pytest.mark.real,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

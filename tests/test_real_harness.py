@@ -7,10 +7,10 @@ import torch
 from _real_fixtures import MixtureModel
 
 from analytic import reference_flow
+from sdm_verify.harness.store import ResultStore
+from sdm_verify.harness.targets import get
 from sdm_verify.real.harness import RealCase, RealHarness, RealSettings, error_at_nfe, start_points
 from sdm_verify.real.reference import check_reference, reference_solution
-from sdm_verify.store import ResultStore
-from sdm_verify.targets import get
 
 pytestmark = pytest.mark.real
 
@@ -121,8 +121,8 @@ from _real_fixtures import MixtureModel
 from sdm_verify.real.distributed import context
 from sdm_verify.real.harness import RealSettings
 from sdm_verify.real.run import run_real
-from sdm_verify.store import ResultStore
-from sdm_verify.targets import get
+from sdm_verify.harness.store import ResultStore
+from sdm_verify.harness.targets import get
 
 torch.set_num_threads(1)
 ctx = context("cpu")

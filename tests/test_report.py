@@ -1,7 +1,7 @@
 """The theory report end to end on a tiny matrix (2 solvers, 1 config, short nested grids), and its parts.
 
 Expected orders come from the mathematics of the methods: Heun (EDM's 2nd-order trapezoid) has order 2; the
-published DPM-Solver++(3M) is second order (theory.KNOWN_DEVIATIONS, derived symbolically in analytic.symbolic),
+published DPM-Solver++(3M) is second order (verdicts.KNOWN_DEVIATIONS, derived symbolically in analytic.symbolic),
 so its claim of 3 must be reported as a deviation. Synthetic errors C N^-p have local slopes exactly p.
 """
 
@@ -16,11 +16,14 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from sdm_verify import report, solvers, sweep, theory  # noqa: E402
+from sdm_verify import report, solvers  # noqa: E402
 from sdm_verify.cli import main  # noqa: E402
-from sdm_verify.crosscheck import symbolic_order  # noqa: E402
-from sdm_verify.store import ResultStore  # noqa: E402
-from sdm_verify.sweep import Cell, run_cells  # noqa: E402
+from sdm_verify.harness import cases as theory  # noqa: E402
+from sdm_verify.harness import sweep, verdicts  # noqa: E402
+from sdm_verify.harness.results import results_from  # noqa: E402
+from sdm_verify.harness.store import ResultStore  # noqa: E402
+from sdm_verify.harness.sweep import Cell, run_cells  # noqa: E402
+from sdm_verify.harness.symbolic_order import symbolic_order  # noqa: E402
 
 CONFIG = ("gmm-8d", "ve", "edm", theory._all)
 NS = (16, 32, 64, 128, 256)
@@ -114,7 +117,7 @@ def test_orders_and_verdicts_follow_the_mathematics(tiny):
     with ResultStore(out / "results.sqlite") as store:
         results, run = report.load_results(store)
     by = {r.measurement.solver: r for r in results}
-    # Heun is second order; 0.1 = the window's slope tolerance (sdm_verify.orders), well inside theory.TOL
+    # Heun is second order; 0.1 = the window's slope tolerance (sdm_verify.harness.orders), well inside verdicts.TOL
     assert by["heun"].verdict == "agree" and abs(by["heun"].measurement.order - 2) < 0.1
     # DPM-Solver++(3M) as published is second order: its claim of 3 must not be confirmed
     assert by["dpmpp_3m"].verdict != "agree"
@@ -129,7 +132,7 @@ def test_report_states_findings_and_tables(tiny):
     out, _ = tiny
     md = (out / "index.md").read_text(encoding="utf-8")
     findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
-    assert "`dpmpp_3m`" in findings and theory.KNOWN_DEVIATIONS["dpmpp_3m"] in findings
+    assert "`dpmpp_3m`" in findings and verdicts.KNOWN_DEVIATIONS["dpmpp_3m"] in findings
     assert "`heun`" not in findings.split("Symbolic order below")[0]
     assert md.index("## Findings") < md.index("## Order table") < md.index("## Environment")
     table = _tables(md.split("## Order table", 1)[1])[0]
@@ -173,7 +176,7 @@ def _synthetic(target: str, claimed: float, p: float, errors=None):
     rows = [dict(n=n, error=e, nfe=n, metric="test", floor=1e-14, status="ok" if math.isfinite(e) else "diverged")
             for n, e in zip(ns, errors, strict=True)]
     case = dict(solver="s", target=target, process="ve", schedule="edm", claimed=claimed, family="rk")
-    return report.results_from([(case, rows)])[0]
+    return results_from([(case, rows)])[0]
 
 
 def test_verdicts_on_synthetic_errors():

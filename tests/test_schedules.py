@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from analytic import processes
 from sdm_verify import schedules
-from sdm_verify.solvers.base import check_grid
+from sdm_verify.grid import check_grid
 
 SMIN, SMAX = 0.002, 80.0
 VE, VP, FM, COS = (processes.get(p) for p in ("ve", "vp", "fm", "vp-cosine"))

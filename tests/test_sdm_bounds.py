@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from analytic import Gaussian, GaussianMixture, gaussian_flow_map, reference_flow, w2_1d
 from sdm_verify import schedules, solvers
-from sdm_verify import sdm_bounds as sb
+from sdm_verify.studies.sdm import bounds as sb
 
 pytestmark = pytest.mark.theory  # the bounds and the paper's claims, against the exact W2
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from analytic import Gaussian, GaussianMixture, gaussian_flow_map
 from sdm_verify import count_nfe, schedules
-from sdm_verify import sdm_schedule as ss
+from sdm_verify.studies.sdm import schedule as ss
 
 F64 = torch.float64
 GMM = GaussianMixture([0.2, 0.5, 0.3], [[-2.0], [0.5], [2.5]], [[[0.1]], [[0.25]], [[0.05]]])

@@ -72,7 +72,7 @@ def test_output_is_affine_on_a_gaussian(name):
     """On a Gaussian target every solver is x_T -> M x_T + c (theory.md §2): d + 1 runs fix M, c; a 5th point obeys."""
     s, g, d = make(name), grid(12), 3
     if getattr(s, "data_dependent", False):  # decisions depend on the batch: test the map with them fixed
-        from sdm_verify.sweep import replayed
+        from sdm_verify.harness.run import replayed
 
         s = replayed(s, GAUSS, g)
     base = torch.zeros(1, d, dtype=F64)

@@ -1,4 +1,4 @@
-"""sdm_verify.store: keys, round trips, resume after SIGKILL, concurrent writers."""
+"""sdm_verify.harness.store: keys, round trips, resume after SIGKILL, concurrent writers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdm_verify.store import SCHEMA_VERSION, ResultStore, config_key, run_pending
+from sdm_verify.harness.store import SCHEMA_VERSION, ResultStore, config_key, run_pending
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,7 +220,7 @@ def test_run_pending_errors(tmp_path):
 
 RESUME_SCRIPT = """
 import os, sys, time
-from sdm_verify.store import ResultStore, config_key, run_pending
+from sdm_verify.harness.store import ResultStore, config_key, run_pending
 
 db, log = sys.argv[1], sys.argv[2]
 
@@ -287,7 +287,7 @@ def test_resume_after_sigkill(tmp_path):
 WRITER_SCRIPT = """
 import sys, time
 from pathlib import Path
-from sdm_verify.store import ResultStore
+from sdm_verify.harness.store import ResultStore
 
 db, w, tmp = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 (tmp / f"ready{w}").touch()

@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 from analytic import GaussianMixture
 from sdm_verify import solvers
-from sdm_verify.convergence import measure_order
-from sdm_verify.crosscheck import has_rule, symbolic_order
-from sdm_verify.store import ResultStore
-from sdm_verify.theory import SYMBOLIC_DEVIATIONS, TOL, Case, default_cases, known_deviation, measure_cases, verdict
+from sdm_verify.harness.cases import Case, default_cases, measure_cases
+from sdm_verify.harness.convergence import measure_order
+from sdm_verify.harness.store import ResultStore
+from sdm_verify.harness.symbolic_order import has_rule, symbolic_order
+from sdm_verify.harness.verdicts import SYMBOLIC_DEVIATIONS, TOL, known_deviation, verdict
 
 pytestmark = pytest.mark.theory
 CASES = default_cases()

@@ -86,7 +86,8 @@ import numpy as np
 import torch
 
 from ..errors import SolverDivergedError
-from ..solvers.base import all_finite, check_grid
+from ..grid import check_grid
+from ..solvers.base import all_finite
 
 INSTALL_HINT = "pip install 'sdm-verify[diffusers]'"
 GRIDS = ("harness", "native")

@@ -64,7 +64,7 @@ def load(spec: str, config: dict | None = None) -> LoadedSolver:
 
 def _registered(name: str) -> LoadedSolver:
     from .. import solvers
-    from ..sweep import Cell, solver_for
+    from ..harness.sweep import Cell, solver_for
 
     if name not in solvers.available():
         raise SpecError(f"SPEC: unknown solver {name!r}; give a registered name ({', '.join(solvers.available())})"
@@ -81,7 +81,7 @@ class ProcessFamily:
     processes = ("ve", "vp", "fm")
 
     def __init__(self, name: str, process: str = "ve"):
-        from ..sweep import Cell, solver_for
+        from ..harness.sweep import Cell, solver_for
 
         self.registered_name, self.process = name, process
         self._solver = solver_for(Cell("gmm-8d", name, "edm", 2, process).config())

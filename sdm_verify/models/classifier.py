@@ -1,4 +1,4 @@
-"""A small digits classifier trained here: the feature network of the sample-quality metrics (`sdm_verify.quality`).
+"""A small digits classifier trained here: the feature network of the sample-quality metrics (`real.quality`).
 
 Standard FID/KID use Inception-v3 features, whose weights only come by download; offline we train our own network on
 the training split of sklearn's 8x8 digits (`digits.load_digits_images`) in a few seconds, with a fixed seed, and use

@@ -6,7 +6,7 @@ a tight tolerance, its accuracy checked by a finer run). The error of a run is t
     e = ( mean_{seeds, pixels} (x_N - x_ref)^2 )^{1/2},
 the synchronous error of the theory part's SyncMeter (an upper bound on W2 per coordinate), measured at sigma_min
 (no final step: it would add a fixed error that does not shrink with N). Orders are fitted on the asymptotic window
-of nested grids (sdm_verify.orders) above 100x the stated floor: the reference's tolerance estimate, or the
+of nested grids (sdm_verify.harness.orders) above 100x the stated floor: the reference's tolerance estimate, or the
 precision floor of the model's dtype when it is larger.
 
 Start points are x = sigma_max * n, n ~ N(0, I) drawn per seed from its own generator, so a seed's point does not
@@ -28,11 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import schedules, solvers
-from ..convergence import fit_rows
 from ..errors import SolverDivergedError
-from ..nfe import count_nfe
-from ..orders import OrderFit
-from ..store import ResultStore, config_key
+from ..harness.convergence import fit_rows
+from ..harness.nfe import count_nfe
+from ..harness.orders import OrderFit
+from ..harness.store import ResultStore, config_key
 from .reference import Reference, check_reference, reference_solution, rms
 
 #: bump when a change alters the numbers a real cell produces

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import report as theory_report
+from ..harness.results import results_from, solver_family
 from ..report import _num, _slug, _table
 from .harness import BUDGETS, RealCase, case_from_rows, error_at_nfe
 from .run import RUNS_META
@@ -130,11 +131,11 @@ def _figures(cases: list[RealCase], record: dict, out: Path, slug: str) -> list[
         for c in (c for c in cases if c.schedule == schedule):
             case = dict(solver=c.solver, target=record["model"], process=record["settings"]["dtype"],
                         schedule=c.schedule, claimed=c.claimed,
-                        family=theory_report.solver_family(solvers.get(c.solver)))
+                        family=solver_family(solvers.get(c.solver)))
             pairs.append((case, [dict(r, error=r.get("error_median", r["error"]), metric="median trajectory RMS")
                                  for r in c.rows]))
         path = out / f"real-{slug}-{schedule}.png"
-        theory_report.convergence_figure(theory_report.results_from(pairs), path,
+        theory_report.convergence_figure(results_from(pairs), path,
                                          f"{record['model']} ({record['settings']['dtype']}), {schedule} grid")
         figs.append((path, f"error vs NFE on {record['model']}, {schedule} grid"))
     return figs

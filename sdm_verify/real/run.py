@@ -6,7 +6,7 @@ What a run measures (all of it in the store: rows for cells, a run record in the
   - SDM's pieces against the baselines: the adaptive solver (`sdm`) on the EDM grid and baselines on SDM's
     eta-bounded schedule, compared at equal NFE (`harness.error_at_nfe`);
   - for the digits model (1x8x8): sample quality of full samplers (into sigma = 0) on features of a classifier
-    trained here (sdm_verify.quality), with bootstrap intervals, beside held-out real digits and a Gaussian fit.
+    trained here (sdm_verify.real.quality), with bootstrap intervals, beside held-out real digits and a Gaussian fit.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def run_key(model_id: str, dtype: str) -> str:
 def _sample(harness: RealHarness, solver: str, schedule: str, steps: int, seeds) -> tuple[torch.Tensor, int]:
     """Full-sampler samples (last step into 0) for `seeds`, in the model's dtype; returns (samples, NFE)."""
     from .. import schedules
-    from ..nfe import count_nfe
+    from ..harness.nfe import count_nfe
     from .harness import start_points
 
     s = harness.s
@@ -75,7 +75,7 @@ def quality(harness: RealHarness, ctx: Context, n_samples: int, boot: int, progr
         return None
     from tqdm.auto import tqdm
 
-    from .. import quality as q
+    from . import quality as q
 
     seeds = ctx.shard(list(range(10_000, 10_000 + n_samples)))  # disjoint from the order seeds
     rows, grid_samples = [], None

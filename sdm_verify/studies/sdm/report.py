@@ -1,4 +1,4 @@
-"""The SDM section of the theory report: the paper's claims checked on exact targets (sdm_verify.sdm_bounds).
+"""The SDM section of the theory report: the paper's claims checked on exact targets (sdm_verify.studies.sdm.bounds).
 
 (a) curvature small at high noise and growing as sigma falls: exact kappa* vs the solver's proxy;
 (b) the adaptive solver's W2 per NFE against Euler, Heun, DPM-Solver++(2M), UniPC;
@@ -13,7 +13,7 @@ import math
 
 from analytic import GaussianMixture
 
-from . import sdm_bounds
+from . import bounds as sdm_bounds
 
 #: a mixture where the plain-sum bounds fail: unequal weights move the boundary between the modes
 VIOLATION_TARGET = ("0.1 N(-3, 0.01) + 0.9 N(3, 0.01)", lambda: GaussianMixture(

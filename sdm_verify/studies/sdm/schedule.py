@@ -26,8 +26,8 @@ from numbers import Integral, Real
 
 import torch
 
-from . import schedules
-from .solvers.base import check_grid
+from ... import schedules
+from ...grid import check_grid
 
 F64 = torch.float64
 NORMS = ("mean", "rms")
@@ -259,7 +259,7 @@ def resample(sigmas0, etas, n, power=0.5, q=0.1, rho=7.0, *, zero=True) -> torch
         return torch.as_tensor(tau_of_L((u * float(L[-1])).numpy()), dtype=F64) ** rho
 
     try:  # the shared grid maker: u = i/n (zero: i/(n-1), then 0), endpoints set exactly, validated
-        return schedules._grid(sigma_of_u, n, float(s0[-1]), float(s0[0]), zero)
+        return schedules.grid_from_map(sigma_of_u, n, float(s0[-1]), float(s0[0]), zero)
     except ValueError as exc:
         raise ValueError(f"n: the resampled {n}-step grid is not strictly decreasing ({exc})") from None
 
@@ -291,4 +291,3 @@ def sdm(n, sigma_min, sigma_max, *, denoiser=None, x=None, zero=False, process=N
     return sdm_schedule_info(n, sigma_min, sigma_max, denoiser=denoiser, x=x, zero=zero, **params)["sigmas"]
 
 
-schedules.register("sdm", sdm)

@@ -253,7 +253,7 @@ def nn_distance(x, ref, exclude_self: bool = False) -> np.ndarray:
 
     exclude_self: x and ref are the same set; skip the zero distance of each point to itself.
     """
-    from .models.classifier import as_images
+    from ..models.classifier import as_images
 
     a = as_images(x, "x").reshape(-1, 64).numpy()
     r = as_images(ref, "ref").reshape(-1, 64).numpy()
@@ -269,7 +269,7 @@ def nn_distance(x, ref, exclude_self: bool = False) -> np.ndarray:
 def _train_images() -> np.ndarray:
     import torch
 
-    from .models.digits import load_digits_images
+    from ..models.digits import load_digits_images
 
     return load_digits_images("train", dtype=torch.float64)[0].numpy()
 
@@ -319,8 +319,8 @@ def sample_quality(samples, reference="test", classifier=None, n_boot: int = 200
     """
     import torch
 
-    from .models.classifier import as_images, digits_classifier
-    from .models.digits import load_digits_images
+    from ..models.classifier import as_images, digits_classifier
+    from ..models.digits import load_digits_images
 
     if fd_method not in ("percentile", "basic"):
         raise ValueError(f"fd_method: expected 'percentile' or 'basic', got {fd_method!r}")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from .meters import meter_for
 from .orders import OrderFit, fit_order
+from .run import measure_run
 from .store import ResultStore
-from .sweep import SIGMA_MAX, SIGMA_MIN, Cell, grid_for, measure_run, run_cells
+from .sweep import SIGMA_MAX, SIGMA_MIN, Cell, grid_for, run_cells
 
 DEFAULT_NS = (32, 64, 128, 256)
 
@@ -86,7 +87,7 @@ def measure_order(solver, target, process: str = "ve", schedule: str = "edm", ns
     """Measure the convergence order of `solver` on `target`.
 
     solver: a registered solver name (results are cached in `store`) or any callable solver(denoiser, x, sigmas).
-    target: an embedded target name (sdm_verify.targets) or an analytic.GaussianMixture.
+    target: an embedded target name (sdm_verify.harness.targets) or an analytic.GaussianMixture.
     claimed: defaults to the solver's declared `order`. Extra keywords go to `orders.fit_order`.
     """
     ns = [int(n) for n in ns]
@@ -101,7 +102,7 @@ def measure_order(solver, target, process: str = "ve", schedule: str = "edm", ns
             claimed = getattr(solver_for(cells[0].config()), "order", None)
     else:
         if isinstance(solver, str):
-            from . import solvers as registry
+            from .. import solvers as registry
 
             solver = registry.get(solver, **(solver_params or {}))
         name = getattr(solver, "name", getattr(solver, "__name__", type(solver).__name__))

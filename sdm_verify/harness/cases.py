@@ -2,7 +2,7 @@
 measure, on which nested grids, and what counts as agreeing with a claim.
 
 Rules (stated once, used by the tests and the report):
-- Orders are fitted on the asymptotic window of errors at sigma_min (sdm_verify.orders), tolerance TOL = 0.2.
+- Orders are fitted on the asymptotic window of errors at sigma_min (sdm_verify.harness.orders), tolerance TOL = 0.2.
 - Mixture targets: |measured - claimed| <= TOL. Gaussian target: measured >= claimed - TOL, since a linear problem
   exercises only the linear order conditions and may converge faster than the claim (theory.md §5 (f)).
 - Grids: N = 2^j. Methods claiming order >= 3 need finer grids to leave the pre-asymptotic range on mixtures
@@ -17,13 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import solvers
+from .. import solvers
 from .convergence import OrderMeasurement, fit_rows
 from .store import ResultStore
 from .sweep import Cell, run_cells, solver_for
-
-TOL = 0.2
-GAUSSIAN_TARGETS = {"gauss-4d"}
 
 #: nested grids per target: (claimed order <= 2, claimed order >= 3). The Gaussian is cheap (5 probe points) and its
 #: high-order cases need N = 2048 (DPM-Solver-3: an error cancellation near N = 128 delays the window to 512..2048).
@@ -90,41 +87,6 @@ FULL_PROCESSES = ("ve", "vp", "fm")
 FULL_SCHEDULES = ("edm", "logsnr", "time_quadratic", "uniform_t")
 FULL_TARGETS = ("gauss-4d", "gmm-1d", "gmm-8d")
 
-KNOWN_DEVIATIONS = {
-    "dpmpp_3m": "the published DPM-Solver++(3M) update (authors' code, diffusers, k-diffusion) weights its D2 term "
-    "by 1/2: local error -h^3 D''/12, so it is second order (symbolic and measured); dpmpp_3m_lagrange is the "
-    "corrected rule and reaches 3",
-    "ipndm": "iPNDM's fixed Adams-Bashforth weights ignore the step ratios (first order in them): order 2 on smooth "
-    "non-uniform grids (EDM, logSNR, time-quadratic), order 4 only on uniform grids",
-    "ipndm_v": "diff-sampler's variable-step iPNDM weights sum to the step only when r0 r2 = r1^2: order 2 on "
-    "smooth non-uniform grids, not 4",
-}
-#: solvers whose own coefficient functions, expanded symbolically on uniform steps, do not give the claimed order
-SYMBOLIC_DEVIATIONS = {
-    "dpmpp_3m": KNOWN_DEVIATIONS["dpmpp_3m"],
-    "ipndm_v": "diff-sampler's 4-point ipndm_v weights are [57, -65, 43, -11]/24 on uniform steps instead of "
-    "Adams-Bashforth's [55, -59, 37, -9]/24: third order at best",
-}
-
-#: deviations that hold only for some cases: (solver, target, process, schedule) -> reason
-KNOWN_CASE_DEVIATIONS = {
-    ("sdm", "gauss-4d", "ve", "edm"): "SDM's kappa latch fires at a fixed sigma (kappa is a property of the flow, not "
-    "of the grid), so the Euler prefix is a fixed fraction of the grid (j ~ N/4 on EDM grids with tau_k = 1e-4): "
-    "the adaptive solver is asymptotically first order; it reads ~2.1 for N <= 512, where the prefix's error (at "
-    "high noise) is negligible",
-    ("sdm", "gauss-4d", "vp", "time_quadratic"): "as on the EDM grid: the latch's Euler prefix is a fixed fraction "
-    "of the grid, so the adaptive solver is asymptotically first order",
-    ("deis_tab3", "gauss-4d", "vp", "time_quadratic"): "warm-up: the first (Euler) and second steps' local errors "
-    "O(h^2), O(h^3) cap the global order of a k-step method started with lower-order steps at 2 (starting values must "
-    "be accurate to O(h^p)); on this grid the cap shows from N ~ 512 (slopes 3.5, 3.5, 3.3, 2.7, 2.3, 2.1)",
-}
-
-
-def known_deviation(case) -> str | None:
-    """The recorded reason why `case` does not reach its claim, if it is a known finding."""
-    return KNOWN_DEVIATIONS.get(case.solver) or KNOWN_CASE_DEVIATIONS.get(
-        (case.solver, case.target, case.process, case.schedule))
-
 
 @dataclass(frozen=True)
 class Case:
@@ -161,17 +123,6 @@ def full_cases(names=None) -> list[Case]:
     names = list(names or solvers.available())
     return [Case(s, t, p, sch, wide=True) for s in names for t in FULL_TARGETS for p in FULL_PROCESSES
             for sch in FULL_SCHEDULES]
-
-
-def verdict(m: OrderMeasurement, target: str) -> tuple[bool, str]:
-    """(agrees, one-line reason) for a measured order against its claim, by the rules in the module docstring."""
-    if not m.ok:
-        return False, f"no asymptotic window: {m.fit.reason}"
-    if target in GAUSSIAN_TARGETS:
-        ok = m.order >= m.claimed - TOL
-        return ok, f"measured {m.order:.2f} {'>=' if ok else '<'} claimed {m.claimed:g} - {TOL} (linear target)"
-    ok = abs(m.order - m.claimed) <= TOL
-    return ok, f"measured {m.order:.2f}, claimed {m.claimed:g}: |difference| {'<=' if ok else '>'} {TOL}"
 
 
 def measure_cases(cases, store: ResultStore | None = None, *, jobs: int = 1,

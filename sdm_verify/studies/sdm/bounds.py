@@ -16,7 +16,7 @@ modes the batch max grows with the batch size). On a Gaussian J_D is constant an
 constant of the flow, so B1 is rigorous there.
 Norms: on a Gaussian target every path quantity is affine in x_0, so its rms over p_{sigma_0} is computed exactly
 from d + 1 probe points ("rms" keys are population values); otherwise rms and mean are over the batch.
-W2 of the sampler at sigma_end comes from sdm_verify.meters: Bures (Gaussian), quantiles (1-D), and for d > 1
+W2 of the sampler at sigma_end comes from sdm_verify.harness.meters: Bures (Gaussian), quantiles (1-D), and for d > 1
 mixtures the synchronous error against the DOP853 reference, an UPPER bound on W2: then R = bound / W2 is a
 LOWER bound on the true ratio. R < 1 means the bound is violated (or, with the sync meter, possibly violated).
 """
@@ -31,11 +31,12 @@ import torch.autograd.forward_ad as fwad
 
 from analytic import GaussianMixture, gaussian_flow_map, reference_flow
 
-from . import schedules, solvers, targets
-from .meters import meter_for
-from .nfe import count_nfe
-from .sdm_schedule import build_initial_schedule, euler_eta_path, resample
-from .solvers.sdm import replay_lambdas, run_with_trace
+from ... import schedules, solvers
+from ...harness import targets
+from ...harness.meters import meter_for
+from ...harness.nfe import count_nfe
+from ...solvers.sdm import replay_lambdas, run_with_trace
+from .schedule import build_initial_schedule, euler_eta_path, resample
 
 F64 = torch.float64
 BOUND_KEYS = ("B0_eta_rms", "B0_eta_mean", "B0_tau", "B1_eta_rms", "B1_eta_mean", "B1_tau")

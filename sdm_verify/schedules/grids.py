@@ -1,4 +1,4 @@
-"""Noise-level (sigma) schedules: `get(name)(n, sigma_min, sigma_max, *, zero=False, **params) -> tensor`.
+"""The built-in noise-level (sigma) schedules, each `fn(n, sigma_min, sigma_max, *, zero=False, **params) -> tensor`.
 
 Convention: `n` is always the number of steps of the returned grid.
     zero=False  n + 1 strictly decreasing float64 sigmas, sigmas[0] = sigma_max and sigmas[n] = sigma_min exactly.
@@ -28,9 +28,9 @@ from numbers import Integral, Real
 
 import torch
 
-from .solvers.base import check_grid as check
+from ..grid import check_grid as check
 
-__all__ = ["get", "available", "uses_process", "register", "check", "edm", "logsnr", "uniform_t", "time_quadratic"]
+__all__ = ["check", "grid_from_map", "edm", "logsnr", "uniform_t", "time_quadratic"]
 
 DTYPE = torch.float64
 Schedule = Callable[..., torch.Tensor]
@@ -67,7 +67,7 @@ def _check_args(n, sigma_min, sigma_max, zero, unknown) -> tuple[int, float, flo
     return int(n), sigma_min, sigma_max
 
 
-def _grid(sigma_of_u: Callable[[torch.Tensor], torch.Tensor], n, sigma_min, sigma_max, zero) -> torch.Tensor:
+def grid_from_map(sigma_of_u: Callable[[torch.Tensor], torch.Tensor], n, sigma_min, sigma_max, zero) -> torch.Tensor:
     """Evaluate sigma(u) at u = i/n (or i/(n-1) then 0 when zero=True), endpoints set exactly, then validate."""
     m = n - 1 if zero else n
     if m == 0:  # zero=True with n = 1: the single step sigma_max -> 0
@@ -96,14 +96,14 @@ def edm(n, sigma_min, sigma_max, *, zero=False, rho=7.0, process=None, **unknown
     if rho <= 0:
         raise ValueError(f"rho: must be > 0 (got {rho})")
     em = math.expm1(math.log(sigma_min / sigma_max) / rho)  # (smin/smax)^(1/rho) - 1, in (-1, 0)
-    return _grid(lambda u: sigma_max * torch.exp(rho * torch.log1p(u * em)), n, sigma_min, sigma_max, zero)
+    return grid_from_map(lambda u: sigma_max * torch.exp(rho * torch.log1p(u * em)), n, sigma_min, sigma_max, zero)
 
 
 def logsnr(n, sigma_min, sigma_max, *, zero=False, process=None, **unknown) -> torch.Tensor:
     """Uniform in lambda = -log sigma: sigma(u) = exp(log smax + u (log smin - log smax)) (log-linear in sigma)."""
     n, sigma_min, sigma_max = _check_args(n, sigma_min, sigma_max, zero, unknown)
     la, lb = math.log(sigma_max), math.log(sigma_min)
-    return _grid(lambda u: torch.exp(la + u * (lb - la)), n, sigma_min, sigma_max, zero)
+    return grid_from_map(lambda u: torch.exp(la + u * (lb - la)), n, sigma_min, sigma_max, zero)
 
 
 def _process_times(schedule: str, process, sigma_min: float, sigma_max: float) -> tuple[float, float]:
@@ -133,7 +133,7 @@ def uniform_t(n, sigma_min, sigma_max, *, zero=False, process=None, **unknown) -
     """Uniform in the process time: sigma(u) = process.sigma(t_max + u (t_min - t_max)), t_* = sigma_inv(sigma_*)."""
     n, sigma_min, sigma_max = _check_args(n, sigma_min, sigma_max, zero, unknown)
     t_min, t_max = _process_times("uniform_t", process, sigma_min, sigma_max)
-    return _grid(lambda u: process.sigma(t_max + u * (t_min - t_max)), n, sigma_min, sigma_max, zero)
+    return grid_from_map(lambda u: process.sigma(t_max + u * (t_min - t_max)), n, sigma_min, sigma_max, zero)
 
 
 def time_quadratic(n, sigma_min, sigma_max, *, zero=False, process=None, **unknown) -> torch.Tensor:
@@ -143,56 +143,4 @@ def time_quadratic(n, sigma_min, sigma_max, *, zero=False, process=None, **unkno
     if t_min < 0 or t_max < 0:
         raise ValueError(f"process: time_quadratic needs non-negative times (got t in [{t_min}, {t_max}])")
     ra, rb = math.sqrt(t_max), math.sqrt(t_min)
-    return _grid(lambda u: process.sigma((ra + u * (rb - ra)) ** 2), n, sigma_min, sigma_max, zero)
-
-
-# ------------------------------------------------------------------------------------------------- registry
-_REGISTRY: dict[str, Schedule] = {}
-
-
-def register(name: str, schedule: Schedule) -> None:
-    """Register `schedule(n, sigma_min, sigma_max, *, zero=False, **params)` under `name`."""
-    if name in _REGISTRY:
-        raise ValueError(f"name: schedule {name!r} is already registered")
-    _REGISTRY[name] = schedule
-
-
-#: schedules whose grid depends on the process (the others are defined in sigma and ignore `process`)
-PROCESS_SCHEDULES = frozenset({"uniform_t", "time_quadratic"})
-
-
-def uses_process(name: str) -> bool:
-    """Whether the grid of schedule `name` depends on the process."""
-    get(name)
-    return name in PROCESS_SCHEDULES
-
-
-def _builtin() -> None:
-    """Register the schedules defined outside this module (SDM's, which needs the solvers) on first use."""
-    if "sdm" not in _REGISTRY:
-        import importlib
-
-        importlib.import_module("sdm_verify.sdm_schedule")
-
-
-def available() -> list[str]:
-    """Names of the registered schedules (aliases included), in registration order."""
-    _builtin()
-    return list(_REGISTRY)
-
-
-def get(name: str) -> Schedule:
-    """The schedule function registered under `name`."""
-    if name not in _REGISTRY:
-        _builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"name: unknown schedule {name!r}; available: {', '.join(available())}") from None
-
-
-register("edm", edm)
-register("logsnr", logsnr)
-register("loglinear", logsnr)
-register("uniform_t", uniform_t)
-register("time_quadratic", time_quadratic)
+    return grid_from_map(lambda u: process.sigma((ra + u * (rb - ra)) ** 2), n, sigma_min, sigma_max, zero)

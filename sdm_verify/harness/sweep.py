@@ -1,6 +1,6 @@
 """The theory sweep: (solver x schedule x process x target x N) cells -> tidy result rows, resumable.
 
-A cell is one sampler run measured against the oracle (sdm_verify.meters): the target's exact noisy law at
+A cell is one sampler run measured against the oracle (sdm_verify.harness.meters): the target's exact noisy law at
 sigma_max is pushed through the solver on the schedule's grid and compared, in W2 (or its synchronous upper
 bound), with the exact law at the grid's end:
     final=False  the grid ends at sigma_min and the error is measured against p_{sigma_min}: the error that converges
@@ -15,9 +15,7 @@ process "any" and computed once.
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -25,10 +23,9 @@ from tqdm.auto import tqdm
 
 from analytic import processes as oracle_processes
 
-from . import schedules, solvers, targets
-from .errors import SolverDivergedError
-from .meters import cached_meter, meter_for
-from .nfe import count_nfe
+from .. import schedules, solvers
+from .meters import cached_meter
+from .run import measure_run
 from .store import ResultStore, config_key, run_pending
 
 #: bump when a change alters the numbers a cell produces, so stored rows are not reused across it
@@ -76,49 +73,6 @@ def solver_for(cfg: dict):
     if cfg["solver"] in _NEEDS_PROCESS:
         params["process"] = oracle_processes.get(cfg["process"] if cfg["process"] != "any" else "ve")
     return solvers.get(cfg["solver"], **params)
-
-
-def replayed(solver, target, sigmas: torch.Tensor, batch: int = 128, seed: int = 0):
-    """For an adaptive solver whose per-step decisions depend on the batch (SDM's kappa latch): the decisions it
-    makes on a realistic batch (exact draws of p_{sigmas[0]}), fixed and replayed, so the meter's points (e.g. the
-    Gaussian meter's d + 1 probes) do not make the decisions themselves. Other solvers are returned unchanged."""
-    if not getattr(solver, "data_dependent", False):
-        return solver
-    from .solvers.sdm import replay_lambdas, run_with_trace
-
-    x = target.sample(batch, sigma=float(sigmas[0]), generator=torch.Generator().manual_seed(seed))
-    _, trace = run_with_trace(solver, target.denoiser, x, sigmas)
-    fixed = type(solver)(**{**solver.params(), "lambdas": replay_lambdas(trace)})
-    fixed.name = solver.name
-    return fixed
-
-
-def measure_run(solver, target, sigmas: torch.Tensor, sigma_to: float, meter=None) -> dict:
-    """Run `solver` (any callable with the solver signature) from the exact law at sigmas[0] and measure its output
-    against the exact law at sigma_to. `target`: an embedded target's name (its meter is cached) or a
-    GaussianMixture (pass `meter` to reuse one across runs: common random numbers, one reference solve)."""
-    if isinstance(target, str):
-        meter = meter or cached_meter(target, float(sigmas[0]), float(sigma_to))
-        target = targets.get(target)
-    else:
-        meter = meter or meter_for(target, float(sigmas[0]), float(sigma_to))
-    solver = replayed(solver, target, sigmas)
-    counted = count_nfe(target.denoiser)
-    calls = [0]
-
-    def run(x):
-        calls[0] += 1
-        return solver(counted, x, sigmas)
-
-    t0 = time.perf_counter()
-    try:
-        error, status, detail = meter.measure(run), "ok", ""
-    except SolverDivergedError as exc:
-        error, status, detail = math.inf, "diverged", str(exc)
-    wall = time.perf_counter() - t0
-    nfe = counted.nfe // max(calls[0], 1)
-    return dict(error=error, status=status, detail=detail, nfe=nfe, runs=calls[0], wall=wall,
-                metric=meter.metric, floor=meter.floor)
 
 
 def compute_cell(cfg: dict) -> dict:
