@@ -2,7 +2,7 @@
 
 Canonical (EDM) variables: x = x0 + sigma n, x0 ~ p0 = sum_k pi_k N(mu_k, S_k), n ~ N(0, I), so
 p_sigma = sum_k pi_k N(mu_k, S_k + sigma^2 I). With S_k = U_k diag(s_k) U_k^T (one eigendecomposition, reused at
-every sigma), z_k = U_k^T (x - mu_k) and g_k = s_k + sigma^2 (theory.md §1):
+every sigma), z_k = U_k^T (x - mu_k) and g_k = s_k + sigma^2 (docs/theory.md §2):
 
     log N_k(x)  = -1/2 sum_j log(2 pi g_kj) - 1/2 sum_j z_kj^2 / g_kj,     w_k = softmax_k(log pi_k + log N_k)
     score       = grad log p_sigma(x) = sum_k w_k c_k,                      c_k = -U_k (z_k / g_k)

@@ -1,4 +1,4 @@
-"""Real-model costs on the committed digits model (issue 7): denoiser throughput, the reference, one harness cell.
+"""Real-model costs on the committed digits model: denoiser throughput, the reference, one harness cell.
 
     python benchmarks/bench_real_model.py [--repeats 5] [--threads 1] [--json out.json]
 

@@ -6,7 +6,7 @@ tensor (cost ~0). Reported: microseconds per step (best of --repeats runs; media
 plain tensor loop that writes the same update inline, without the framework (no registry, no StepContext, no grid
 or finiteness checks, coefficients as Python floats). Plain loops exist for euler, heun, ddim, dpmpp_2m, dpmpp_3m,
 unipc (bh2, p = 2, with corrector), deis_tab3 and ipndm; each is first checked to reproduce the framework's output
-(on a Gaussian denoiser, float64) so the comparison is between the same arithmetic. Target of issue 3: within 1.2x.
+(on a Gaussian denoiser, float64) so the comparison is between the same arithmetic. Target: within 1.2x.
 
 Beside them, diffusers' `scheduler.step` for the same method (Euler/Heun/DPMSolverMultistep 2M and 3M/UniPC/DEIS,
 plus DDIM and IPNDM), looping over `scheduler.timesteps` with the same precomputed model output (`set_timesteps`

@@ -5,17 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import time
 from pathlib import Path
-
-#: `theory --quick`: every default config (all three targets and meters, every process, four schedules) for the
-#: solvers that carry the findings: first and second order references (euler, heun, dpmpp_2m), both known deviations
-#: (dpmpp_3m, ipndm: claimed 3 and 4, measured 2) beside the corrected rule (dpmpp_3m_lagrange) and a third-order
-#: predictor-corrector (unipc). rk4 is left out: 4 NFE per step on grids to N = 2048 would double the run; about a
-#: minute on 2 cores without it.
-QUICK_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_lagrange", "unipc", "ipndm")
 
 
 class UsageError(ValueError):
@@ -39,37 +30,6 @@ def _cmd_check_oracle(args) -> int:
 # ------------------------------------------------------------------------------------------- theory, report
 
 
-def _solver_names(names) -> list[str]:
-    from . import solvers
-
-    known = solvers.available()
-    for n in names:
-        if n not in known:
-            raise UsageError(f"--solvers: unknown solver {n!r}; available: {', '.join(known)}")
-    return list(dict.fromkeys(names))
-
-
-def _symbolic_orders(cases) -> dict:
-    """Symbolic orders (harness.symbolic_order) of the cases' solvers; None where no coefficient functions."""
-    from tqdm.auto import tqdm
-
-    from .harness.sweep import Cell, solver_for
-    from .harness.symbolic_order import symbolic_order
-
-    out, first = {}, {}
-    for c in cases:
-        first.setdefault(c.solver, c)
-    for name, c in tqdm(first.items(), desc="symbolic orders", disable=None, leave=False):
-        try:
-            sym = symbolic_order(solver_for(Cell(c.target, name, c.schedule, 2, c.process).config()))
-        except Exception as exc:  # a failed expansion must not cost the sweep: report it, show no symbolic order
-            print(f"sdm-verify: warning: symbolic order of {name} failed ({type(exc).__name__}: {exc})",
-                  file=sys.stderr)
-            sym = None
-        out[name] = sym.to_dict() if sym is not None else None
-    return out
-
-
 def _open_store(db: Path, must_exist: bool):
     import sqlite3
 
@@ -91,101 +51,35 @@ def _print_summary(results, md: Path) -> None:
 
 
 def _cmd_theory(args) -> int:
-    import torch
+    """`sdm-verify theory`, the main job (sdm_verify.theory_job)."""
+    from .theory_job import run
 
-    from . import report
-    from .harness import cases as theory
-    from .harness.store import config_key
-    from .harness.sweep import run_cells
-
-    torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead
-    if args.jobs < 1:
-        raise UsageError(f"--jobs: must be >= 1 (got {args.jobs})")
-    names = _solver_names(args.solvers) if args.solvers else list(QUICK_SOLVERS) if args.quick else None
-    cases = theory.full_cases(names) if args.full else theory.default_cases(names)
-    mode = "full" if args.full else "quick" if args.quick else "default"
-    out = Path(args.out)
-    db = Path(args.db) if args.db else out / "results.sqlite"
-    records = [report.case_record(c) for c in cases]
-    cells = [cell for c in cases for cell in c.cells()]
-    with _open_store(db, must_exist=False) as store:
-        keys = {config_key(c.config()) for c in cells}
-        n_computed = len(keys - store.keys())
-        t0 = time.perf_counter()
-        rows = run_cells(cells, store, jobs=args.jobs, progress=True, desc=f"theory cells ({len(keys)})")
-        wall = time.perf_counter() - t0
-        per_cell = {config_key(c.config()): float(r.get("wall", 0.0)) for c, r in zip(cells, rows, strict=True)}
-        cell_s = sum(per_cell.values())
-        report.record_run(store, records, wall_s=wall, cell_s=cell_s, n_cells=len(keys), n_computed=n_computed,
-                          jobs=args.jobs, mode=mode, symbolic=_symbolic_orders(cases))
-        full_rows = run_cells(theory.full_sampler_cells(names), store, jobs=args.jobs, progress=True,
-                              desc="full-sampler cells")
-        store.set_meta(FULL_META, theory.full_sampler_markdown(full_rows))
-        if not args.solvers:
-            import warnings
-
-            from .studies.sdm.report import sdm_section
-
-            data: dict = {}
-            with warnings.catch_warnings():  # the 1-D quadrature's unconverged-refinement warnings: noted in the text
-                warnings.simplefilter("ignore", RuntimeWarning)
-                store.set_meta(SDM_META, sdm_section(quick=args.quick, data=data))
-            store.set_meta(SDM_DATA_META, data)
-        results, run = report.load_results(store)
-        extra = _extra_sections(store)
-        md, _ = _write_report(report, results, out, run, extra, store)
-    print(f"{len(keys)} cells ({n_computed} computed) in {wall:.1f} s on {args.jobs} worker(s); db: {db}")
-    _print_summary(results, md)
-    return 0
-
-
-SDM_META = "sdm_section"
-FULL_META = "full_sampler_section"
-#: sections stored as Markdown in the store's meta by `theory`, shown by `theory` and `report`: (meta key, title)
-EXTRA_SECTIONS = ((FULL_META, "The full sampler: the final step into sigma = 0"),
-                  (SDM_META, "SDM: the paper's claims and the Wasserstein bound on exact targets"))
-
-
-SDM_DATA_META = "sdm_figure_data"
+    return run(args, _print_summary)
 
 
 def _extra_sections(store) -> list[tuple[str, str, list]]:
-    """(title, markdown, figures) of the stored extra sections; the SDM figures are drawn from stored numbers."""
-    from .studies.sdm.report import sdm_figures
+    """(title, markdown, figures) of the sections `theory` stored (sdm_verify.report.assemble.extra_sections)."""
+    from .report import extra_sections
 
-    figures = {SDM_META: sdm_figures(store.get_meta(SDM_DATA_META) or {})}
-    return [(title, store.get_meta(key), figures.get(key, [])) for key, title in EXTRA_SECTIONS if store.get_meta(key)]
+    return extra_sections(store)
 
 
 def _write_report(report, results, out, run, extra, store=None):
-    """The theory report of `results` with the stored extra sections, then the real-model sections (if any run of
-    `sdm-verify real` is recorded in `store`)."""
-    from .real.report import real_sections
-
-    rep = report.theory_report(results, out, run) if results else report.Report(
-        "sdm-verify: real models", "No theory run in this store: `sdm-verify theory --db ...` adds the exact-target "
-        "results the real-model orders are compared with.")
-    for title, md, figures in extra:
-        rep.add_section(title, md, figures)
-    if store is not None:
-        for title, md, figures in real_sections(store, results, out):
-            rep.add_section(title, md, figures)
-    return rep.write(out)
+    """The whole report (sdm_verify.report.assemble.write_report); `report` is the sdm_verify.report package."""
+    return report.write_report(store, results, out, run, extra)
 
 
 def _cmd_report(args) -> int:
     from . import report
+    from .real.run import RUNS_META
 
     out = Path(args.out)
     db = Path(args.db) if args.db else out / "results.sqlite"
-    from .real.run import RUNS_META
-
     with _open_store(db, must_exist=True) as store:
         results, run = report.load_results(store)
-        extra = _extra_sections(store)
         if not results and not store.get_meta(RUNS_META):
             raise UsageError(f"--db: {db} holds no theory or real-model results (run `sdm-verify theory` first)")
-        md, _ = _write_report(report, results, out, run, extra, store)
+        md, _ = report.write_report(store, results, out, run)
     _print_summary(results, md)
     return 0
 
@@ -302,25 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_check_oracle)
 
     from .harness import targets
+    from .theory_job import add_parser as add_theory_parser
 
-    t = sub.add_parser(
-        "theory", help="measure every solver's convergence order on exact targets and write the report",
-        description="Run the theory matrix (sdm_verify.harness.cases: every solver x target/process/schedule config on "
-        "nested grids) into a resumable results store and write DIR/index.md, DIR/index.html and PNG figures. "
-        "Exit status 0 whenever it ran, also when measured orders deviate from claims: the findings are the "
-        "product, not an error (use `validate` to gate on a claim); 2 on bad usage.")
-    mode = t.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true",
-                      help=f"a representative subset: {', '.join(QUICK_SOLVERS)} on the default configs "
-                      "(about a minute on 2 cores)")
-    mode.add_argument("--full", action="store_true",
-                      help="every process x schedule on every target (theory.full_cases; slow)")
-    t.add_argument("--out", default="reports/theory", metavar="DIR", help="report directory (default: %(default)s)")
-    t.add_argument("--db", metavar="FILE", help="results store (default: DIR/results.sqlite); reruns resume")
-    t.add_argument("--solvers", nargs="+", metavar="NAME", help="registered solver names (default: all)")
-    t.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="worker processes (default: os.cpu_count() = %(default)s)")
-    t.set_defaults(func=_cmd_theory)
+    add_theory_parser(sub, _cmd_theory)
 
     r = sub.add_parser("report", help="regenerate the theory report from a results store (no recomputation)",
                        description="Rebuild the theory report from the rows stored by `sdm-verify theory`: orders "

@@ -1,4 +1,4 @@
-"""The diffusers scheduler adapter (sdm_verify/adapters/diffusers_scheduler.py), against the oracle and diffusers.
+"""The diffusers scheduler adapter (the package sdm_verify/adapters/diffusers/), against the oracle and diffusers.
 
 (a) conversions: the fake network's output equals the oracle's eps / D combination of each parameterization, and
     diffusers' own inverses (convert_model_output, add_noise, scale_noise) recover D and the forward marginals;
@@ -24,7 +24,7 @@ pytest.importorskip("diffusers")
 import diffusers  # noqa: E402
 
 from sdm_verify import schedules, solvers  # noqa: E402
-from sdm_verify.adapters import diffusers_scheduler as ds  # noqa: E402
+from sdm_verify.adapters import diffusers as ds  # noqa: E402
 from sdm_verify.errors import SolverDivergedError  # noqa: E402
 from sdm_verify.harness import symbolic_order as crosscheck  # noqa: E402
 from sdm_verify.harness import targets  # noqa: E402

@@ -62,12 +62,29 @@ def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path):
     assert not (tmp_path / "results.sqlite").exists()  # refused before any work
 
 
+def test_bad_baseline_arguments_exit_2_before_any_work(capsys, tmp_path):
+    work = tmp_path / "work.sqlite"
+    theory = ["theory", "--out", str(tmp_path), "--db", str(work)]
+    assert "not allowed with --no-baseline" in _usage_error(capsys, [*theory, "--no-baseline", "--update-baseline"])
+    assert "not allowed with" in _usage_error(capsys, [*theory, "--no-baseline", "--baseline", "x.sqlite"])
+    assert "--baseline: no such file" in _usage_error(capsys, [*theory, "--baseline", str(tmp_path / "none.sqlite")])
+    (tmp_path / "junk.sqlite").write_text("not a database")
+    assert "--baseline:" in _usage_error(capsys, [*theory, "--baseline", str(tmp_path / "junk.sqlite")])
+    # the baseline is compared with, never computed into
+    assert "also the working store" in _usage_error(capsys, ["theory", "--db", str(work), "--baseline", str(work)])
+    assert not work.exists()
+
+
 def test_help_on_every_command(capsys):
     for cmd in ("check-oracle", "theory", "report", "validate"):
         with pytest.raises(SystemExit) as exc:
             main([cmd, "--help"])
         assert exc.value.code == 0
-    assert "exit status 0 whenever it ran" in " ".join(capsys.readouterr().out.lower().split())
+    text = " ".join(capsys.readouterr().out.lower().split())
+    assert "exit status 0 whenever it ran" in text
+    # the main job: a working store, a baseline to compare with, and a failing exit status on a changed verdict
+    assert "--baseline" in text and "--update-baseline" in text and "--no-baseline" in text
+    assert "1 when a verdict (agree / deviates / no window) changed against the baseline" in text
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +100,9 @@ def test_validate_heun_order_2_passes_and_3_fails(heun_json):
     rc2, rc3, p2, p3 = heun_json
     assert (rc2, rc3) == (0, 1)
     assert p2["verdict"] == "pass" and p3["verdict"] == "fail"
-    assert p2["failed"] == [] and p3["failed"] == ["order"]  # every other item holds whatever the claimed order
+    # Heun's tableau expands symbolically to order 2 (docs/theory.md §9), so a claim of 3 fails that item too; every
+    # other item holds whatever the claimed order
+    assert p2["failed"] == [] and p3["failed"] == ["order", "symbolic"]
     assert p2["claimed_order"] == 2 and p3["claimed_order"] == 3
     # Heun is second order: 0.1 = the fitted window's slope tolerance (sdm_verify.harness.orders)
     assert abs(p2["measured_order"]["overall"] - 2) < 0.1
@@ -92,7 +111,7 @@ def test_validate_heun_order_2_passes_and_3_fails(heun_json):
     assert {(c["target"], c["process"], c["schedule"]) for c in p2["cases"]} == {
         ("gmm-8d", "ve", "edm"), ("gmm-8d", "ve", "logsnr")}
     assert all(not c["agrees"] for c in p3["cases"])
-    assert p2["symbolic"] is None  # Heun exposes no update_rule and declares no equivalent
+    assert p2["symbolic"]["uniform"] == 2  # the trapezoidal weights of its Butcher tableau (stages taken exact)
 
 
 SOLVER_MODULE = textwrap.dedent('''

@@ -23,11 +23,18 @@ import torch
 from sdm_verify import conformance, schedules, solvers
 from sdm_verify.adapters import kdiffusion
 from sdm_verify.cli import main
+from sdm_verify.conformance import Context
+from sdm_verify.conformance.items import affine, determinism, final_step, float32, point_mass, symbolic
 from sdm_verify.harness import targets
 from sdm_verify.harness.symbolic_order import symbolic_order
 from sdm_verify.harness.verdicts import TOL
 
 GMM = targets.get("gmm-8d")
+
+
+def _item(module, solver, claimed=1.0):
+    """One conformance item (conformance.items.<module>) run alone on `solver`."""
+    return module.item(solver, Context.of(solver, claimed))
 
 
 def euler(denoiser, x, sigmas):
@@ -53,8 +60,8 @@ CANONICAL = [n for n in solvers.available() if not solvers.needs_process(n)]
 @pytest.mark.parametrize("name", CANONICAL)
 def test_registered_solvers_and_the_point_mass_and_affine_identities(name):
     solver = solvers.get(name)
-    ok_pm, err_pm, detail, _ = conformance.point_mass_check(solver)
-    ok_af, err_af, _, _ = conformance.affine_check(solver)
+    ok_pm, err_pm, detail, _ = point_mass.probe(solver)
+    ok_af, err_af, _, _ = affine.probe(solver)
     assert ok_af and err_af < conformance.IDENTITY_RTOL  # every solver's map is affine on a Gaussian target
     if name == "ipndm_v":
         # its 4-point weights sum to the step only when r0 r2 = r1^2 (verdicts.KNOWN_DEVIATIONS): not consistent on a
@@ -75,8 +82,8 @@ def test_point_mass_reference_is_the_closed_form_flow():
 
 
 def test_a_nonlinear_perturbation_fails_both_identities():
-    ok_pm, err_pm, _, _ = conformance.point_mass_check(euler_plus_square)
-    ok_af, err_af, _, _ = conformance.affine_check(euler_plus_square)
+    ok_pm, err_pm, _, _ = point_mass.probe(euler_plus_square)
+    ok_af, err_af, _, _ = affine.probe(euler_plus_square)
     assert not ok_pm and not ok_af
     # 1e-6 x^2 adds ~6e-3 at |x| ~ 80 in the first step, contracted by the flow (sigma_N/sigma_0 = 2.5e-5 for the
     # point mass) but never to rounding: at least 1000x the 1e-12 limit (measured 8e-8 and larger)
@@ -90,7 +97,7 @@ def test_native_time_euler_is_exact_for_a_point_mass_only_where_its_trajectory_i
 
     family = ProcessFamily("euler_t")
     for process, exact in (("ve", True), ("fm", True), ("vp", False)):
-        ok, err, _, data = conformance.point_mass_check(family.with_process(process))
+        ok, err, _, data = point_mass.probe(family.with_process(process))
         assert ok and data["judged"] == exact
         assert (err < conformance.IDENTITY_RTOL) == exact, (process, err)
 
@@ -113,7 +120,7 @@ def test_spec_forms():
 
 
 def test_float32_drift_passes_euler_and_catches_half_precision():
-    ok, drift, _, data = conformance.float32_check(solvers.get("euler"))
+    ok, drift, _, data = float32.probe(solvers.get("euler"))
     assert ok and drift < 1e-5  # ~N u = 128 x 6e-8 = 8e-6 at most (conformance.F32_LIMIT's derivation)
 
     def bf16_state(denoiser, x, sigmas):  # in float32 it keeps its state in bfloat16 (u = 3.9e-3), as autocast might
@@ -122,15 +129,15 @@ def test_float32_drift_passes_euler_and_catches_half_precision():
             x = x.bfloat16().float() if x.dtype == torch.float32 else x
         return x
 
-    ok, drift, _, _ = conformance.float32_check(bf16_state)
+    ok, drift, _, _ = float32.probe(bf16_state)
     assert not ok and drift > conformance.F32_LIMIT
 
-    ok, _, detail, _ = conformance.float32_check(lambda d, x, s: euler(d, x.double(), s))
+    ok, _, detail, _ = float32.probe(lambda d, x, s: euler(d, x.double(), s))
     assert not ok and "came back as torch.float64" in detail
 
 
 def test_determinism_catches_noise_and_in_place_updates():
-    assert conformance.determinism_check(euler)[0]
+    assert determinism.probe(euler)[0]
 
     def noisy(denoiser, x, sigmas):
         return euler(denoiser, x, sigmas) + 1e-14 * torch.randn_like(x)
@@ -140,14 +147,14 @@ def test_determinism_catches_noise_and_in_place_updates():
             x += (t - s) * (x - denoiser(x, s)) / s
         return x
 
-    ok, _, _, data = conformance.determinism_check(noisy)
+    ok, _, _, data = determinism.probe(noisy)
     assert not ok and not data["identical"]
-    ok, _, _, data = conformance.determinism_check(in_place)
+    ok, _, _, data = determinism.probe(in_place)
     assert not ok and data["identical"] and not data["input_unmodified"]
 
 
 def test_final_step_reports_and_fails_only_when_not_finite():
-    item = conformance.final_step_check(solvers.get("heun"))
+    item = _item(final_step, solvers.get("heun"))
     assert item.status == "info" and item.data["finite"]
     # counted NFE into 0: Heun's last step is Euler, 2N - 1 calls
     assert [r["nfe"] for r in item.data["runs"]] == [2 * n - 1 for n in conformance.FINAL_NS]
@@ -159,15 +166,15 @@ def test_final_step_reports_and_fails_only_when_not_finite():
             x = x + (t - s) * 0.5 * (d + (xp - denoiser(xp, t)) / t)
         return x
 
-    item = conformance.final_step_check(naive_heun)
+    item = _item(final_step, naive_heun)
     assert item.status == "fail" and not item.data["finite"]
 
 
 def test_symbolic_check_of_an_update_rule_against_the_claim():
     # dpmpp_3m's own coefficients expand to order 2 (the authors' D2 weight; verdicts.KNOWN_DEVIATIONS)
-    item = conformance.symbolic_check(solvers.get("dpmpp_3m"), 3)
+    item = _item(symbolic, solvers.get("dpmpp_3m"), 3)
     assert item.status == "fail" and item.value == "2"
-    assert conformance.symbolic_check(solvers.get("dpmpp_3m_lagrange"), 3).status == "pass"
+    assert _item(symbolic, solvers.get("dpmpp_3m_lagrange"), 3).status == "pass"
 
 
 # ------------------------------------------------------------------------------------------- end to end
@@ -304,7 +311,7 @@ def test_kdiffusion_3m_sde_fails_its_claimed_order_3():
 
 def test_diffusers_scheduler_end_to_end():
     try:
-        from sdm_verify.adapters import diffusers_scheduler  # noqa: F401
+        from sdm_verify.adapters import diffusers  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"diffusers adapter not importable: {exc}")
     result = conformance.check("diffusers:FlowMatchEulerDiscreteScheduler", targets=["gmm-8d"], quick=True,
@@ -352,13 +359,21 @@ def test_bad_options_exit_2(capsys):
 
 
 def test_final_step_is_not_applicable_to_a_solver_defined_only_above_zero():
-    from sdm_verify.conformance import final_step_check
-
     class AboveZero:
         order, steps_into_zero, final_step = 1, False, "none: ends at the smallest sigma of its table"
 
         def __call__(self, denoiser, x, sigmas):
             raise AssertionError("must not be run into sigma = 0")
 
-    item = final_step_check(AboveZero())
+    item = _item(final_step, AboveZero())
     assert item.status == "n/a" and not item.judged and "smallest sigma" in item.detail
+
+
+def test_every_item_is_one_function_of_the_solver_and_the_context():
+    import inspect
+
+    from sdm_verify.conformance.items import CHECKS, RUN_ORDER
+
+    assert tuple(CHECKS) == conformance.ITEMS and sorted(RUN_ORDER) == sorted(conformance.ITEMS)
+    for name, fn in CHECKS.items():
+        assert list(inspect.signature(fn).parameters) == ["solver", "ctx"], name

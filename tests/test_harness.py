@@ -126,7 +126,9 @@ def test_symbolic_crosscheck_reads_the_solvers_own_rules():
     assert symbolic_order(solvers.get("dpmpp_2m")).uniform == 2
     assert symbolic_order(solvers.get("unipc_bh2_p2")).uniform == 3  # corrector raises the order
     assert symbolic_order(solvers.get("unip_bh2_p2")).uniform == 2
-    assert symbolic_order(solvers.get("euler")) is None  # Runge-Kutta: no multistep rule to expand
+    # Runge-Kutta: the Butcher tableau's weights are its rule (issue 12: the symbolic item covers them too)
+    assert symbolic_order(solvers.get("euler")).uniform == 1
+    assert symbolic_order(solvers.get("heun")).uniform == 2
 
 
 SWEEP_SCRIPT = textwrap.dedent(

@@ -265,7 +265,7 @@ def test_vp_table_range_and_nodes():
     sig = linear_vp_sigmas()
     for interp in ("spline", "linear"):
         table = VPTable(cfg, interp)
-        # the range is the table's [sigma_0, sigma_{T-1}] (real_models.md: [0.0100, 157.4]); float64 products of
+        # the range is the table's [sigma_0, sigma_{T-1}] (docs/real-models.md §3: [0.0100, 157.4]); float64 products of
         # 1000 factors in two orders: relative 1e-12
         assert math.isclose(table.sigma_min, sig[0], rel_tol=1e-12) and math.isclose(table.sigma_max, sig[-1],
                                                                                      rel_tol=1e-12)

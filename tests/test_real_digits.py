@@ -1,4 +1,4 @@
-"""The harness on the committed digits model (issue #7's acceptance checks), float64 on CPU."""
+"""The harness on the committed digits model (docs/real-models.md §4), float64 on CPU."""
 
 import pytest
 import torch

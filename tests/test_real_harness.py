@@ -165,8 +165,8 @@ def test_torchrun_sharding_merges_to_the_one_process_result(tmp_path):
 
 def test_report_sections_rebuild_from_the_store(tmp_path, model):
     from sdm_verify.cli import main
-    from sdm_verify.real.report import real_sections
     from sdm_verify.real.run import run_real
+    from sdm_verify.report.real import real_sections
 
     db = tmp_path / "r.sqlite"
     with ResultStore(db) as store:

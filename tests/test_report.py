@@ -37,7 +37,8 @@ def tiny(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(theory, "DEFAULT_CONFIGS", [CONFIG])
         mp.setattr(theory, "NS", {"gmm-8d": (NS, NS)})
-        assert main(["theory", "--solvers", *SOLVERS, "--out", str(out), "--jobs", "1"]) == 0
+        assert main(["theory", "--solvers", *SOLVERS, "--out", str(out), "--jobs", "1",
+                     "--db", str(out / "results.sqlite"), "--no-baseline"]) == 0
         # the same cases through theory.measure_cases: an independent fit of the same stored rows
         with ResultStore(out / "results.sqlite") as store:
             reference = theory.measure_cases(theory.default_cases(SOLVERS), store, progress=False)
@@ -226,3 +227,39 @@ def test_markdown_to_html_escapes_and_keeps_cells():
     p = _Checker()
     p.feed(h)
     assert not p.errors and not p.stack
+
+
+def test_order_matrix_colours_cells_by_verdict(tiny):
+    """The compact matrix: one row per solver, one column per config, the order in each cell; in HTML the cell is
+    coloured by its verdict (class) and carries the CI and the reason on hover (title)."""
+    out, _ = tiny
+    md = (out / "index.md").read_text(encoding="utf-8")
+    assert md.index("## Findings") < md.index("## Order matrix") < md.index("## Order table")
+    with ResultStore(out / "results.sqlite") as store:
+        results, _ = report.load_results(store)
+    by = {r.measurement.solver: r for r in results}
+    table = _tables(md.split("## Order matrix", 1)[1])[0].splitlines()
+    assert table[0] == "| solver | claimed | gmm-8d<br>ve<br>edm |" and len(table) == 2 + len(SOLVERS)
+    h = (out / "index.html").read_text(encoding="utf-8")
+    assert h.count('<table class="matrix">') == 1
+    for solver, mark in (("heun", ""), ("dpmpp_3m", " ✗")):
+        r = by[solver]
+        m = r.measurement
+        row = next(line for line in table if line.startswith(f"| `{solver}` |"))
+        assert f'<span class="{r.verdict}" title="{solver} on gmm-8d/ve/edm: {m.order:.2f} [{m.ci[0]:.2f}' in row
+        assert row.endswith(f">{m.order:.2f}{mark}</span> |")
+        assert f'<td class="{r.verdict}" title="{solver} on gmm-8d/ve/edm: {m.order:.2f} [' in h
+    assert by["heun"].verdict == "agree" and by["dpmpp_3m"].verdict == "deviates"
+
+
+def test_verdict_spans_render_as_coloured_cells():
+    span = report.verdict_span("deviates", "1.90 ✗", 'CI "q" & <b> | x')
+    md = (f"| s | c |\n|---|---|\n| `x` | {report.cell(span)} |\n| y | plain |\n\n"
+          f"key: {report.verdict_span('agree', 'ok')}.\n")
+    h = report.markdown_to_html(md)
+    assert '<table class="matrix">' in h and "<td>plain</td>" in h
+    assert '<td class="deviates" title="CI &quot;q&quot; &amp; &lt;b&gt; | x">1.90 ✗</td>' in h
+    assert '<p>key: <span class="agree">ok</span>.</p>' in h
+    assert "<table>" in report.markdown_to_html("| a |\n|---|\n| <span>1</span> |\n")  # other spans: plain, escaped
+    with pytest.raises(ValueError, match="^verdict:"):
+        report.verdict_span("maybe", "x")

@@ -1,6 +1,7 @@
-"""SDM's error estimates against the exact W2 (sdm_verify/sdm_bounds.py): the exact second derivative, the local
-errors, the global bounds on Gaussians (where they must hold) and on separated mixtures (where they fail, and the
-failure must be reported), the curvature claim and the eta/tau ratio."""
+"""SDM's error estimates against the exact W2 (sdm_verify/studies/sdm/bounds.py): the local errors (the exact
+calculus they use, x'' and dD/dsigma, is tested in tests/test_calculus.py), the global bounds on Gaussians (where
+they must hold) and on separated mixtures (where they fail, and the failure must be reported), the curvature claim
+and the eta/tau ratio."""
 
 import math
 import warnings
@@ -12,15 +13,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytic import Gaussian, GaussianMixture, gaussian_flow_map, reference_flow, w2_1d
+from analytic import Gaussian, GaussianMixture, w2_1d
 from sdm_verify import schedules, solvers
 from sdm_verify.studies.sdm import bounds as sb
 
 pytestmark = pytest.mark.theory  # the bounds and the paper's claims, against the exact W2
 
 F64 = torch.float64
-C2 = 0.25
-ISO = Gaussian([0.3, -0.2, 0.1], C2 * np.eye(3))
 # two well-separated modes with unequal weights: the Euler map moves the boundary between the modes' basins, so a
 # mass ~ O(h) lands in the wrong mode and W2 ~ sqrt(h): the local errors (O(h^2) each, O(h) summed) cannot bound it
 SEPARATED = GaussianMixture([0.1, 0.9], [[-3.0], [3.0]], [[[0.01]], [[0.01]]])
@@ -30,36 +29,7 @@ def edm(n, smin=0.002, smax=80.0):
     return schedules.get("edm")(n, smin, smax)
 
 
-# ------------------------------------------------------------------------------------------------ x''
-def test_second_derivative_closed_form_on_an_isotropic_gaussian():
-    """Spec §6.1: x'' = c^2 (x - mu)/(c^2 + sigma^2)^2 and kappa* = ||x''||/||x'|| = c^2/(sigma (c^2 + sigma^2))."""
-    x = ISO.sample(8, sigma=2.0, generator=torch.Generator().manual_seed(0))
-    for s in (0.05, 0.7, 2.0, 30.0):
-        y = x - ISO.mean
-        torch.testing.assert_close(sb.second_derivative(ISO, x, s), C2 * y / (C2 + s * s) ** 2, rtol=1e-12,
-                                   atol=1e-15)  # closed form, a few roundings
-        kappa = sb.second_derivative(ISO, x, s).norm(dim=1) / sb.velocity(ISO, x, s).norm(dim=1)
-        torch.testing.assert_close(kappa, torch.full((8,), C2 / (s * (C2 + s * s)), dtype=F64), rtol=1e-12, atol=0)
-
-
-@pytest.mark.parametrize("target", ["gmm-1d", "gmm-8d", "gauss-4d"])
-def test_second_derivative_matches_a_central_difference_of_the_exact_flow(target):
-    """(Phi(s + d) - 2 x + Phi(s - d))/d^2 = x'' + O(d^2): with d = 1e-3 s the truncation is ~1e-6 relative and the
-    DOP853 reference (rtol 1e-12) contributes ~1e-12 |x| / d^2 ~ 1e-6 |x|/s^2 absolute."""
-    g = sb._target(target)
-    x = g.sample(6, sigma=1.0, generator=torch.Generator().manual_seed(3))
-    for s in (0.3, 1.0, 4.0):
-        dlt = 1e-3 * s
-        if g.K == 1:
-            up, dn = gaussian_flow_map(g, x, s, s + dlt), gaussian_flow_map(g, x, s, s - dlt)
-        else:
-            up, dn = (reference_flow(g, x, s, s + dlt, rtol=1e-13, atol=1e-14),
-                      reference_flow(g, x, s, s - dlt, rtol=1e-13, atol=1e-14))
-        fd = (up - 2 * x + dn) / dlt**2
-        xdd = sb.second_derivative(g, x, s)
-        assert float((fd - xdd).norm() / xdd.norm()) < 1e-4  # O(d^2) + reference noise, see docstring
-
-
+# ------------------------------------------------------------------------------------------ local errors
 def test_local_error_is_half_h_squared_x_dd_to_leading_order():
     """tau / (h^2 ||x''|| / 2) -> 1 as h -> 0 (Taylor): on gmm-1d at sigma 1 with h = 1e-3: within 1%."""
     sig = torch.tensor([1.0, 0.999], dtype=F64)
@@ -130,7 +100,7 @@ def test_mean_norm_estimator_can_fall_below_w2_on_a_gaussian():
 
 
 def test_growth_factor_is_the_lipschitz_constant_on_a_gaussian():
-    """A_i = max_j sqrt((l_j + s_end^2)/(l_j + s_{i+1}^2)) (theory.md §4) for the exact flow of N(mu, S)."""
+    """A_i = max_j sqrt((l_j + s_end^2)/(l_j + s_{i+1}^2)) (docs/theory.md §8) for the exact flow of N(mu, S)."""
     g = sb._target("gauss-4d")
     sig = edm(10)
     A = sb.global_bounds(sb.step_errors(g, sig))["A"]
@@ -173,7 +143,7 @@ def test_no_violation_when_the_modes_are_symmetric():
 # ------------------------------------------------------------------------------------- the paper's claims
 def test_curvature_grows_as_sigma_falls_on_a_gaussian():
     """Claim (a): kappa* strictly increases along an EDM grid (sigma falling) on a Gaussian, and so does the proxy;
-    the lagged proxy stays below kappa*(sigma_i) (spec §6.2 measured 0.3-0.7 of it)."""
+    the lagged proxy stays below kappa*(sigma_i) (docs/sdm.md §6 (b) measured 0.3-0.7 of it)."""
     rows = sb.curvature_profile("gauss-4d", 18, batch=32)
     ks = [r["kappa_star"] for r in rows]
     kp = [r["kappa_proxy"] for r in rows]

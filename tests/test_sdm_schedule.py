@@ -59,7 +59,7 @@ def test_estimate_etas_on_a_gaussian_matches_the_closed_form():
 
 @pytest.mark.theory
 def test_eta_over_tau_tends_to_one():
-    """Spec §6.4: eta/tau = 1 + O(h), 1.11 at h = 0.1 sigma and 1.01 at 0.01 sigma at high noise. At sigma >> c the
+    """docs/sdm.md §6 (d): eta/tau = 1 + O(h); 1.11 at h = 0.1 sigma, 1.01 at 0.01 sigma (high noise). At sigma >> c the
     1-D ratio is 1/(1 - r) + O(c^2/sigma^2) with r = h/sigma (expand the closed form above)."""
     x = draws(G1, n=8, sigma=40.0)
     for r in (0.1, 0.01):
@@ -71,7 +71,7 @@ def test_eta_over_tau_tends_to_one():
 
 # ----------------------------------------------------------------------------------------- the build
 def test_build_step_size_law_and_nfe():
-    """Spec §6.6: an unclipped step is dsigma = gamma sqrt(2 eta / S), so h^2 S/2 = gamma^2 eta at the proposal; an
+    """docs/sdm.md §6 (f): an unclipped step: dsigma = gamma sqrt(2 eta/S), so h^2 S/2 = gamma^2 eta at the proposal; an
     accepted trial satisfies eta_trial <= eta; the log's NFE is the counted NFE; the grid is sigma_max ... sigma_min,
     0."""
     den = count_nfe(GMM.denoiser)
@@ -122,7 +122,7 @@ def test_resample_shape_order_endpoints_and_scale_invariance(k, n, seed, q):
 
 @pytest.mark.parametrize("n", [2, 3, 18, 40])
 def test_one_interval_gives_the_edm_grid(n):
-    """Spec §6.7: K = 1 interval (sigma_max, sigma_min, 0): PCHIP on two nodes is linear in tau = sigma^(1/7)."""
+    """docs/sdm.md §6 (g): K = 1 interval (sigma_max, sigma_min, 0): PCHIP on 2 nodes is linear in tau = sigma^(1/7)."""
     s0 = torch.tensor([80.0, 0.002, 0.0], dtype=F64)
     for zero in (True, False):
         out = ss.resample(s0, [0.37, 0.0], n, q=0.0, zero=zero)

@@ -29,7 +29,7 @@ def edm(n, zero=True, smin=0.002, smax=80.0):
 @pytest.mark.parametrize("n", [2, 5, 18, 40])
 @pytest.mark.parametrize("target", [GMM, GAUSS])
 def test_tau_zero_is_heun_and_tau_inf_is_euler_bitwise(n, target):
-    """Spec §2.5: tau_k = 0 fires at step 0 (kappa_0 = 0 >= 0) -> EDM Heun; tau_k = inf never fires -> Euler."""
+    """docs/sdm.md §3 (d): tau_k = 0 fires at step 0 (kappa_0 = 0 >= 0) -> EDM Heun; tau_k = inf never does -> Euler."""
     x, g = batch(target), edm(n)
     run = lambda name, **p: solvers.get(name, **p)(target.denoiser, x, g)
     assert torch.equal(run("sdm", tau_k=0.0), run("heun"))
@@ -142,7 +142,7 @@ def test_kappa_is_the_lagged_relative_difference():
 
 @pytest.mark.theory
 def test_proxy_curvature_increases_as_sigma_falls_on_a_gaussian():
-    """Spec §6.2: on N(mu, c^2 I), kappa* = c^2/(sigma (c^2 + sigma^2)) falls with sigma, and the proxy along an EDM
+    """docs/sdm.md §6 (b): on N(mu, c^2 I) kappa* = c^2/(sigma (c^2 + sigma^2)) falls with sigma; the proxy along an EDM
     grid rises step by step; it lags kappa*(sigma_i) (a backward difference), so kappa_i < kappa*(sigma_i)."""
     x, g = batch(ISO, n=16), edm(18, zero=False)
     _, trace = run_with_trace(solvers.get("sdm", tau_k=0.0), ISO.denoiser, x, g)

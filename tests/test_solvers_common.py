@@ -41,7 +41,7 @@ def test_counted_nfe_matches_declared(name, zero):
     den = count_nfe(GAUSS.denoiser)
     s(den, start(), grid(9, zero=zero))
     declared = s.nfe_to_zero(9) if zero else s.nfe(9)
-    if getattr(s, "nfe_exact", True):
+    if s.nfe_exact:
         assert den.nfe == declared
     else:  # an adaptive solver (SDM's latch) declares the worst case
         assert s.nfe(9) // 2 <= den.nfe <= declared
@@ -69,9 +69,9 @@ def test_divergence_names_solver_step_and_sigma(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_output_is_affine_on_a_gaussian(name):
-    """On a Gaussian target every solver is x_T -> M x_T + c (theory.md §2): d + 1 runs fix M, c; a 5th point obeys."""
+    """On a Gaussian a solver is x_T -> M x_T + c (docs/theory.md §3 (a)): d + 1 runs fix M, c; a 5th point obeys."""
     s, g, d = make(name), grid(12), 3
-    if getattr(s, "data_dependent", False):  # decisions depend on the batch: test the map with them fixed
+    if s.data_dependent:  # decisions depend on the batch: test the map with them fixed
         from sdm_verify.harness.run import replayed
 
         s = replayed(s, GAUSS, g)

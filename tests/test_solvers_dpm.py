@@ -232,7 +232,7 @@ def test_dpmpp_2m_leading_error_matches_theory():
     d = derivative_symbols("data-lambda", 3)
     err = local_error(*solver.update_rule(H, [r0], SYMPY_OPS), form="data-lambda")
     assert err.global_order == 2
-    # theory.md §6 [checked]: LTE = -h^3 (d1 + (3 r0 + 2) d2)/12
+    # docs/theory.md §9: LTE = -h^3 (d1 + (3 r0 + 2) d2)/12
     assert (err.leading - (-(d[1] + (3 * r0 + 2) * d[2]) / 12)).expand() == 0
 
 

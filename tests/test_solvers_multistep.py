@@ -152,7 +152,7 @@ def test_deis_tab0_is_euler():
 
 
 def test_unip_bh2_p2_is_dpmpp_2m():
-    """theory.md §6: DPM-Solver++(2M) = UniP-2 bh2. 2M (Lu et al. 2022, Alg. 2), first step DDIM:
+    """docs/theory.md §9: DPM-Solver++(2M) = UniP-2 bh2. 2M (Lu et al. 2022, Alg. 2), first step DDIM:
     x_t = (s_t/s_s) x - (e^-h - 1) D0 - 1/2 (e^-h - 1)(D0 - D_-1)/r0, r0 = h_prev/h."""
     x0 = start(GMM2, 4)
     x, prev = x0.clone(), None
@@ -284,7 +284,7 @@ def test_bh1_bh2_coincide_when_rho_is_solved():
 
 
 def test_unip2_bh2_symbolic_error_constant():
-    """theory.md §6: the local error of DPM-Solver++(2M) = UniP-2 bh2 is -h^3 (d1 + (3 r0 + 2) d2)/12."""
+    """docs/theory.md §9: the local error of DPM-Solver++(2M) = UniP-2 bh2 is -h^3 (d1 + (3 r0 + 2) d2)/12."""
     d = derivative_symbols("data-lambda", 3)
     (r0,) = ratio_symbols(1)
     err = rule_error(get("unip_bh2_p2").update_rule, "data-lambda", n_ratios=1)
@@ -294,7 +294,7 @@ def test_unip2_bh2_symbolic_error_constant():
 
 @pytest.mark.parametrize("variant,q", [("bh1", 1), ("bh1", 2), ("bh2", 1)])
 def test_unic_symbolic_order(variant, q):
-    """theory.md §6: UniC-q has local order q + 2 (global q + 1) with exact history; UniC-1 bh2 (the
+    """docs/theory.md §9: UniC-q has local order q + 2 (global q + 1) with exact history; UniC-1 bh2 (the
     trapezoid) has leading term h^3 (d2 - d1)/12."""
     err = rule_error(lambda *a: UniPC(variant, 3).corrector_rule(*a, order=q), "data-lambda", n_ratios=2)
     assert err.global_order == q + 1

@@ -75,7 +75,7 @@ def test_dpmpp_2m_leading_coefficient():
     # (D0 - D_{-1})/r0 = d1 h - d2 r0 h^2/2 + O(h^3); A = h - h^2/2 + O(h^3).
     # d1: A h/2 - h^2 phi_2(-h) = (h^2/2 - h^3/4) - (h^2/2 - h^3/6) = -h^3/12.
     # d2: -A r0 h^2/4 - h^3 phi_3(-h) = -r0 h^3/4 - h^3/6 = -(3 r0 + 2) h^3/12.
-    # => LTE = -h^3 (d1 + (3 r0 + 2) d2)/12, as in theory.md Sec. 6 (d2 = d^2 D/d lambda^2, no 1/2).
+    # => LTE = -h^3 (d1 + (3 r0 + 2) d2)/12, as in docs/theory.md §9 (d2 = d^2 D/d lambda^2, no 1/2).
     err = local_error([A * (1 + 1 / (2 * r0)), -A / (2 * r0)], [0, -r0])
     assert_error(err, 3, -(d1 + (3 * r0 + 2) * d2) / 12)
     const = local_error([A * sympy.Rational(3, 2), -A / 2], [0, -1])  # r0 = 1

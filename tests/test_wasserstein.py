@@ -1,4 +1,4 @@
-"""W2 tools against closed forms, independent quadrature (scipy) and exact inequalities (theory.md §2-3)."""
+"""W2 tools against closed forms, independent quadrature (scipy) and exact inequalities (docs/theory.md §7)."""
 
 import math
 

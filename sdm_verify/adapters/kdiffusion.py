@@ -40,6 +40,8 @@ import types
 
 import torch
 
+from ..solvers.base import Solver
+
 INSTALL_HINT = "pip install --no-deps k-diffusion torchsde torchdiffeq trampoline (see README)"
 _PRIVATE_PACKAGE = "_sdm_verify_kdiffusion"
 
@@ -175,10 +177,14 @@ def _zero_noise(x):
     return noise
 
 
-class KDiffusionSolver:
-    """A k-diffusion sampler as a solver(denoiser, x, sigmas) -> x; see the module docstring."""
+class KDiffusionSolver(Solver):
+    """A k-diffusion sampler as a solver(denoiser, x, sigmas) -> x; see the module docstring. Declares its name, the
+    claimed order of the sampler's paper, its cost (one call per stage, one for the step into 0), its registered
+    twin (`equivalent`) where one implements the same update, and `notes`; it exposes no coefficient functions
+    (k-diffusion's code is run as it is)."""
 
-    symbolic_form = None  # no coefficient functions exposed: their code is run as it is
+    final_step = "k-diffusion's own step into sigma = 0 (an Euler / denoising step), 1 NFE"
+    final_step_nfe = 1
 
     def __init__(self, name: str, kwargs: dict):
         self.sampler_name, self.kwargs, self._meta = name, dict(kwargs), SAMPLERS[name]
@@ -188,27 +194,22 @@ class KDiffusionSolver:
             self.order = self.kwargs.get("order", 4)
         else:
             self.order = self._meta.order
+        self.nfe_per_step = self._meta.stages
         self.equivalent = self._meta.equivalent
         if name == "sample_dpmpp_sde" and float(self.kwargs.get("r", 0.5)) != 0.5:
             self.equivalent = None  # the registered dpmpp_2s has r = 1/2
         if name == "sample_dpmpp_2m_sde" and self.kwargs.get("solver_type", "midpoint") != "midpoint":
             self.equivalent = None
         self.note = self._meta.note
-        self.sigma_range = None
+        self.notes = (self.note,) if self.note else ()
         self._fn = getattr(load_sampling(), name)
-
-    def nfe(self, n_steps: int) -> int:
-        """Denoiser calls for `n_steps` steps on a grid ending above 0."""
-        return self._meta.stages * n_steps
-
-    def nfe_to_zero(self, n_steps: int) -> int:
-        """Calls when the last step goes to sigma = 0: that step is Euler / a denoising step (1 call)."""
-        return self._meta.stages * (n_steps - 1) + 1
 
     def params(self) -> dict:
         return {"sampler": self.sampler_name, **self.kwargs}
 
-    def __call__(self, denoiser, x, sigmas):
+    def __call__(self, denoiser, x, sigmas, callback=None):
+        if callback is not None:
+            raise ValueError("callback: k-diffusion's samplers call theirs with their own fields; not supported here")
         if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 1:
             raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
         sigmas = torch.as_tensor(sigmas, dtype=x.dtype, device=x.device)

@@ -8,9 +8,11 @@
     kdiffusion:sample_name    a k-diffusion sampler (also `k-diffusion:`); `config` holds its keyword arguments
                               (e.g. {"eta": 0})
 
-A loaded solver may expose the optional attributes the conformance check reads: `name`, `order` (claimed),
-`nfe(n)`, `nfe_to_zero(n)`, `equivalent` (a registered solver with the same update), `processes` +
-`with_process(p)`, `sigma_range`, `update_rule` + `symbolic_form`. A plain callable has none.
+A loaded solver always satisfies the declared interface (sdm_verify.solvers.interface.SolverInterface): a registered
+solver, a k-diffusion or diffusers adapter, a `ProcessFamily` for a native-time solver, or, for an outside object
+that is not a `Solver`, a `CallableSolver` around it. An outside object may declare any of the interface's names as
+attributes (`order`, `nfe(n)`, `equivalent`, `update_rule` + `symbolic_form`, ...): they are carried over, every
+other declaration is the interface's default, and a cost it does not declare stays undeclared (nfe = None).
 Errors: SpecError (a ValueError) naming the argument; a missing optional package -> MissingExtraError, one line with
 the pip command.
 """
@@ -23,6 +25,12 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass
+
+from analytic import processes as oracle_processes
+
+from .. import solvers
+from ..solvers.base import Solver
+from ..solvers.interface import DECLARED, SolverInterface
 
 
 class SpecError(ValueError):
@@ -37,7 +45,7 @@ class MissingExtraError(SpecError):
 class LoadedSolver:
     spec: str  # as given
     name: str  # for tables and JSON
-    solver: object  # callable solver(denoiser, x, sigmas) -> x
+    solver: SolverInterface  # solver(denoiser, x, sigmas) -> x, with its declarations
     registered: str | None = None  # the registered name when SPEC is one
 
 
@@ -59,38 +67,83 @@ def load(spec: str, config: dict | None = None) -> LoadedSolver:
         raise SpecError("--config: only diffusers: and kdiffusion: specs take a config")
     if ":" not in spec:
         return _registered(spec)
-    return LoadedSolver(spec, spec, _import_attr(spec))
+    return LoadedSolver(spec, spec, as_solver(_import_attr(spec)))
 
 
 def _registered(name: str) -> LoadedSolver:
-    from .. import solvers
-    from ..harness.sweep import Cell, solver_for
-
     if name not in solvers.available():
         raise SpecError(f"SPEC: unknown solver {name!r}; give a registered name ({', '.join(solvers.available())})"
                         " or module:attr")
     if solvers.needs_process(name):
         return LoadedSolver(name, name, ProcessFamily(name), registered=name)
-    return LoadedSolver(name, name, solver_for(Cell("gmm-8d", name, "edm", 2).config()), registered=name)
+    return LoadedSolver(name, name, solvers.get(name), registered=name)
 
 
-class ProcessFamily:
+def as_solver(obj) -> SolverInterface:
+    """`obj` itself when it is a solver of the declared interface, else a CallableSolver around it."""
+    return obj if isinstance(obj, SolverInterface) else CallableSolver(obj)
+
+
+#: declarations that are methods: carried over only when the object's attribute is callable
+_METHODS = ("nfe", "nfe_to_zero", "update_rule", "stage_rules", "corrector_rule", "equivalent_solver")
+
+
+class CallableSolver(Solver):
+    """An outside solver(denoiser, x, sigmas) -> x behind the declared interface. Its name is the object's `name`,
+    else its `__name__`, else its class name; each other declaration the object carries as an attribute is taken
+    over (`order` None unless it gives one); the rest are the interface's defaults, except the cost: a callable
+    that declares no `nfe(n)` / `nfe_to_zero(n)` has them None (not declared), so counted calls are reported only."""
+
+    nfe = nfe_to_zero = None
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.name = str(getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__)
+        check_callable(fn, self.name)
+        for attr in DECLARED:
+            if attr in ("name", "processes", "with_process") or not hasattr(fn, attr):
+                continue
+            value = getattr(fn, attr)
+            if attr not in _METHODS or callable(value):
+                setattr(self, attr, value)
+        if getattr(fn, "processes", None) and callable(getattr(fn, "with_process", None)):
+            self.processes = tuple(fn.processes)
+
+    def with_process(self, process: str) -> CallableSolver:
+        """The wrapped object's own `with_process(process)`, wrapped in turn."""
+        if not self.processes:
+            return super().with_process(process)
+        return CallableSolver(self.fn.with_process(process))
+
+    def __call__(self, denoiser, x, sigmas, callback=None):
+        if callback is None:
+            return self.fn(denoiser, x, sigmas)
+        return self.fn(denoiser, x, sigmas, callback=callback)
+
+    def __repr__(self) -> str:
+        return f"CallableSolver({self.fn!r})"
+
+
+class ProcessFamily(Solver):
     """A registered native-time solver (it integrates in a process's own time): one instance per process, VE by
-    default. Exposes `processes` and `with_process(p)` like the outside adapters."""
+    default, the process taken from the oracle's (analytic.processes). Declares `processes` and `with_process(p)`
+    like the outside adapters."""
 
     processes = ("ve", "vp", "fm")
 
     def __init__(self, name: str, process: str = "ve"):
-        from ..harness.sweep import Cell, solver_for
-
         self.registered_name, self.process = name, process
-        self._solver = solver_for(Cell("gmm-8d", name, "edm", 2, process).config())
+        self._solver = solvers.get(name, process=oracle_processes.get(process))
         self.name, self.order = name, self._solver.order
+        self.final_step = self._solver.final_step
         # RK steps in t are exact for trajectories affine in t; a point mass's is s(t)(x0 + sigma(t) c): affine in t
         # when s and s sigma are (VE: 1, t; FM: 1 - t, t), not for VP
         self.point_mass_exact = process in ("ve", "fm")
         self.point_mass_note = (f"{name} steps in {process} time t, in which the point-mass trajectory "
                                 "s(t)(x0 + sigma(t) c) is not affine")
+
+    def params(self) -> dict:
+        return {"solver": self.registered_name, "process": self.process}
 
     def with_process(self, process: str) -> ProcessFamily:
         if process not in self.processes:
@@ -103,8 +156,8 @@ class ProcessFamily:
     def nfe_to_zero(self, n: int) -> int:
         return self._solver.nfe_to_zero(n)
 
-    def __call__(self, denoiser, x, sigmas):
-        return self._solver(denoiser, x, sigmas)
+    def __call__(self, denoiser, x, sigmas, callback=None):
+        return self._solver(denoiser, x, sigmas, callback=callback)
 
 
 def _import_attr(spec: str):
@@ -149,7 +202,7 @@ def _diffusers(spec: str, config: dict | None) -> LoadedSolver:
     if importlib.util.find_spec("diffusers") is None:
         raise MissingExtraError("diffusers is not installed: pip install 'sdm-verify[diffusers]'")
     try:
-        from .diffusers_scheduler import scheduler_solver
+        from .diffusers import scheduler_solver
     except ImportError as exc:
         raise MissingExtraError(f"the diffusers adapter cannot be imported ({exc}): pip install "
                                 "'sdm-verify[diffusers]'") from None
@@ -159,7 +212,7 @@ def _diffusers(spec: str, config: dict | None) -> LoadedSolver:
         raise MissingExtraError(f"{exc}: pip install 'sdm-verify[diffusers]'") from None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SpecError(f"SPEC: {spec}: {exc}") from None
-    return LoadedSolver(spec, str(getattr(solver, "name", spec)), solver)
+    return LoadedSolver(spec, solver.name, as_solver(solver))
 
 
 def _kdiffusion(spec: str, config: dict | None) -> LoadedSolver:

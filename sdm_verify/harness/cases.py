@@ -4,7 +4,7 @@ measure, on which nested grids, and what counts as agreeing with a claim.
 Rules (stated once, used by the tests and the report):
 - Orders are fitted on the asymptotic window of errors at sigma_min (sdm_verify.harness.orders), tolerance TOL = 0.2.
 - Mixture targets: |measured - claimed| <= TOL. Gaussian target: measured >= claimed - TOL, since a linear problem
-  exercises only the linear order conditions and may converge faster than the claim (theory.md §5 (f)).
+  exercises only the linear order conditions and may converge faster than the claim (docs/theory.md §6).
 - Grids: N = 2^j. Methods claiming order >= 3 need finer grids to leave the pre-asymptotic range on mixtures
   (observed: slopes still rising at N = 512 for DEIS tAB3 and UniPC-p3), so their grids go to N = 2048. The 1-D
   quantile meter runs the solver once per refinement round (about 6), so its grids stop lower.
@@ -90,6 +90,10 @@ FULL_TARGETS = ("gauss-4d", "gmm-1d", "gmm-8d")
 
 @dataclass(frozen=True)
 class Case:
+    """One order measurement of the theory matrix: a registered solver on a (target, process, schedule)
+    configuration, measured on nested grids N = 2^j (`ns()`, by target and claimed order) whose cells (`cells()`)
+    are shared with every other case that needs them. `wide` selects the slow matrix's grids."""
+
     solver: str
     target: str
     process: str
@@ -152,23 +156,3 @@ def full_sampler_cells(names=None) -> list[Cell]:
     names = [n for n in (names or solvers.available()) if not solvers.needs_process(n)]
     return [Cell(t, s, "edm", n, "ve", final=True)
             for s in names for t in FULL_SAMPLER_TARGETS for n in FULL_SAMPLER_NS]
-
-
-def full_sampler_markdown(rows: list[dict]) -> str:
-    """One row per solver: W2 to the exact p_0 and counted NFE at each N, per target."""
-    by = {}
-    for r in rows:
-        by.setdefault(r["solver"], {})[(r["target"], r["n"])] = r
-    head = ["solver"] + [f"{t} N={n}" for t in FULL_SAMPLER_TARGETS for n in FULL_SAMPLER_NS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for solver, cells in by.items():
-        vals = []
-        for t in FULL_SAMPLER_TARGETS:
-            for n in FULL_SAMPLER_NS:
-                r = cells.get((t, n))
-                vals.append("—" if r is None else f"{float(r['error']):.2e} ({r['nfe']})")
-        lines.append(f"| `{solver}` | " + " | ".join(vals) + " |")
-    return ("W2 of the whole sampler at sigma = 0 (exact Bures on gauss-4d, exact 1-D W2 on gmm-1d) against the exact "
-            "data law, EDM grid with its last step into 0 (counted NFE in brackets). This error does not converge "
-            "with N at the rate of the solver: the final step is a fixed-size denoising step (theory.md §5 (a)), so "
-            "it is reported here, apart from the order measurements at sigma_min.\n\n" + "\n".join(lines))

@@ -37,6 +37,11 @@ def fit_rows(ns, rows: list[dict], **fit_kw) -> OrderFit:
 
 @dataclass
 class OrderMeasurement:
+    """A measured convergence order: the errors of one solver at sigma_min on nested grids `ns` of one
+    (target, process, schedule), the counted NFE per grid, the meter (`metric`) and its stated error `floor`, and
+    the windowed fit (`fit`: order, confidence interval, local slopes, or the reason there is no window), beside
+    the `claimed` order it is judged against (harness.verdicts)."""
+
     solver: str
     claimed: float | None
     target: str

@@ -3,7 +3,7 @@
 A meter measures W2(law of run(x_from), p_to) where x_from ~ p_from = p_{sigma_from} exactly (the exact noisy law,
 so the measured error is the discretisation error alone, with no prior mismatch) and p_to = p_{sigma_to}:
 
-    GaussianMeter  Gaussian target. A sampler is affine on a Gaussian target (theory.md §2), x -> M x + c, so the
+    GaussianMeter  Gaussian target. A sampler is affine on this target (docs/theory.md §3 (a)), x -> M x + c, so the
                    output law is N(M m + c, M C M^T). M and c are read off one batched run over d + 1 probes
                    (m, m + s e_1, ..., m + s e_d); W2 is the Procrustes-Bures distance with factors (M C^{1/2},
                    C_to^{1/2}): exact, no sampling error.

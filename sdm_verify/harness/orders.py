@@ -2,7 +2,7 @@
 
 For errors e_j = e(N_j) ~ C N_j^-p the local slopes p_j = log(e_j / e_{j+1}) / log(N_{j+1} / N_j) tend to p.
 The order is fitted only where they have settled (the asymptotic window) and the errors are well above the
-reference's floor (theory.md §5; the practice of diffrax's `test_ode_order` and DiffEqDevTools' convergence
+reference's floor (docs/order-estimation.md; the practice of diffrax's `test_ode_order` and DiffEqDevTools' convergence
 tests, with the window made explicit).
 
 Window: searched from the finest end backwards, the first (finest) run of consecutive points in which every

@@ -1,9 +1,12 @@
 """A resumable results store: one SQLite file (WAL), one row per configuration, written as each cell finishes.
 
-A sweep is a list of configs (JSON dicts); each config's key is the sha256 of its canonical JSON. `run_pending`
-computes only the configs whose key is not stored yet and commits every row on its own, so a killed sweep loses at
-most the cell in progress and a rerun resumes it. Several processes may write to one file at once: WAL journal,
-a 30 s busy timeout and one short BEGIN IMMEDIATE transaction per write.
+A sweep is a list of configs (JSON dicts); each config's key is the sha256 of its canonical JSON. A config says
+everything that decides its numbers: the theory sweep puts the fingerprint of the code that computes a cell into
+its config (`sdm_verify.harness.sweep.Cell.config`, `sdm_verify.harness.fingerprint`), so a row is never reused
+for other code. `run_pending` computes only the configs whose key is not stored yet and commits every row on its
+own, so a killed sweep loses at most the cell in progress and a rerun resumes it. Several processes may write to
+one file at once: WAL journal, a 30 s busy timeout and one short BEGIN IMMEDIATE transaction per write. A store
+opened with readonly=True (a baseline to compare with) is never written, and leaves no journal files behind.
 
 Tables: results(key, config, row, created), blobs(name, data) for cached arrays (np.save bytes, e.g. reference
 solutions), meta(k, v) for environment info and the schema version.
@@ -18,11 +21,13 @@ import math
 import sqlite3
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
-from tqdm import tqdm
+
+from .progress import Progress
 
 __all__ = ["SCHEMA_VERSION", "ResultStore", "config_key", "run_pending"]
 
@@ -106,14 +111,26 @@ def _row_json(row: dict) -> str:
 
 
 class ResultStore:
-    """Results keyed by config, cached arrays and metadata in one SQLite file; usable as a context manager."""
+    """Results keyed by config, cached arrays and metadata in one SQLite file; usable as a context manager.
 
-    def __init__(self, path):
+    readonly=True opens an existing store for reading only (writes raise sqlite3.OperationalError); a store with no
+    pending journal is opened immutable, so reading it creates no -wal/-shm files beside it."""
+
+    def __init__(self, path, *, readonly: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self.readonly = bool(readonly)
+        if self.readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"path: no such results store {self.path}")
+            wal = Path(f"{self.path}-wal")
+            flags = "mode=ro" if wal.is_file() and wal.stat().st_size > 0 else "mode=ro&immutable=1"
+            uri = f"file:{quote(str(self.path.resolve()))}?{flags}"
+            self._con = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
-            self._retry(self._init_schema)
+            self._retry(self._check_schema if self.readonly else self._init_schema)
         except BaseException:
             self._con.close()
             raise
@@ -129,6 +146,12 @@ class ResultStore:
                 if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
+
+    def _check_schema(self) -> None:
+        row = self._con.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+        if row is None or json.loads(row[0]) != SCHEMA_VERSION:
+            found = "none" if row is None else json.loads(row[0])
+            raise ValueError(f"path: {self.path} has schema version {found}, this code reads {SCHEMA_VERSION}")
 
     def _init_schema(self) -> None:
         con = self._con
@@ -209,6 +232,11 @@ class ResultStore:
     def __len__(self) -> int:
         return self._con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
+    def records(self) -> Iterator[tuple[str, dict, dict]]:
+        """(key, config, row) of every stored result, in insertion order."""
+        for key, cfg, row in self._con.execute("SELECT key, config, row FROM results ORDER BY rowid").fetchall():
+            yield key, json.loads(cfg), json.loads(row)
+
     def rows(self, **filters) -> list[dict]:
         """All rows as {**config, **row, "key": key}, in insertion order; filters keep rows whose config has
         field == value for every given field (Python equality, so 64 matches 64.0)."""
@@ -243,6 +271,9 @@ class ResultStore:
 
         self._retry(write)
 
+    def blob_names(self) -> list[str]:
+        return [r[0] for r in self._con.execute("SELECT name FROM blobs ORDER BY name")]
+
     def get_blob(self, name: str) -> np.ndarray | None:
         r = self._con.execute("SELECT data FROM blobs WHERE name = ?", (name,)).fetchone()
         return None if r is None else np.load(io.BytesIO(r[0]), allow_pickle=False)
@@ -264,6 +295,10 @@ class ResultStore:
                 )
 
         self._retry(write)
+
+    def meta_keys(self) -> list[str]:
+        """The meta keys set with set_meta (the store's schema_version left out)."""
+        return [r[0] for r in self._con.execute("SELECT k FROM meta WHERE k != 'schema_version' ORDER BY k")]
 
     def get_meta(self, k: str, default=None):
         r = self._con.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
@@ -304,7 +339,8 @@ def run_pending(
     sweep); duplicates in configs are computed once. on_error="raise" (default) re-raises the first exception
     after everything before it was stored; on_error="record" stores {"status": "error", "error": "Type: msg"} for
     the cell and goes on. Recorded errors count as done on a later run unless retry_errors=True.
-    The progress bar (tqdm) is shown only on a terminal. Returns {"computed": n, "skipped": m, "failed": k}.
+    progress: a bar with an ETA over the configs to compute (harness.progress: tqdm on a terminal, a few plain
+    lines elsewhere). Returns {"computed": n, "skipped": m, "failed": k}.
     """
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error: must be 'raise' or 'record' (got {on_error!r})")
@@ -312,15 +348,22 @@ def run_pending(
         raise ValueError("compute: must be callable as compute(config) -> dict")
     configs = list(configs)
     keys = [config_key(c) for c in configs]  # validates every config before any work
+
+    def pending(config: dict, key: str) -> bool:
+        if not store.has_key(key):
+            return True
+        return retry_errors and (store.get(config) or {}).get("status") == "error"
+
+    todo = {k for c, k in zip(configs, keys, strict=True) if pending(c, k)}  # counted once per key
     counts = {"computed": 0, "skipped": 0, "failed": 0}
-    with tqdm(total=len(configs), desc=desc, disable=None if progress else True) as bar:
+    with Progress(len(todo), desc, enabled=progress) as bar:
         for config, key in zip(configs, keys, strict=True):
-            bar.update(1)
-            if store.has_key(key):
-                row = store.get(config) if retry_errors else None
-                if not (retry_errors and row is not None and row.get("status") == "error"):
-                    counts["skipped"] += 1
-                    continue
+            tick = 1 if key in todo else 0  # the first turn of a counted key moves the bar, done or skipped
+            todo.discard(key)
+            if not pending(config, key):
+                counts["skipped"] += 1
+                bar.update(tick)
+                continue
             try:
                 row = compute(config)
                 if not isinstance(row, dict):
@@ -331,7 +374,9 @@ def run_pending(
                 msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 store.put(config, {"status": "error", "error": msg})
                 counts["failed"] += 1
+                bar.update(tick)
                 continue
             store.put(config, row)
             counts["computed"] += 1
+            bar.update(tick)
     return counts

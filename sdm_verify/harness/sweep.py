@@ -4,37 +4,48 @@ A cell is one sampler run measured against the oracle (sdm_verify.harness.meters
 sigma_max is pushed through the solver on the schedule's grid and compared, in W2 (or its synchronous upper
 bound), with the exact law at the grid's end:
     final=False  the grid ends at sigma_min and the error is measured against p_{sigma_min}: the error that converges
-                 with N (theory.md §5 (a));
+                 with N (docs/theory.md §5 (a));
     final=True   the same family of grids ends with a step into sigma = 0 and the error is measured against p_0: the
                  full sampler, whose last fixed-size step does not shrink with N; reported separately.
 NFE comes from counting the denoiser calls of one run, never from the solver. The process matters only where the
 grid depends on it (uniform_t, time_quadratic) or the solver integrates in the process's own time (euler_t, heun_t):
 canonical solvers on sigma-defined grids give the same numbers for every process, so such cells are keyed with
 process "any" and computed once.
+A cell's config also holds the fingerprint of the code that computes it (`code_for`: its solver, its schedule, the
+harness and the oracle, and the versions of torch, numpy, scipy and sdm_verify; sdm_verify.harness.fingerprint), so a
+stored row is reused only for the same code; the store's meta CODE_META lists the files behind each part's digest.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from dataclasses import asdict, dataclass, field
+from functools import cache
 
 import torch
-from tqdm.auto import tqdm
 
 from analytic import processes as oracle_processes
 
 from .. import schedules, solvers
+from . import fingerprint
 from .meters import cached_meter
+from .progress import Progress
 from .run import measure_run
 from .store import ResultStore, config_key, run_pending
 
 #: bump when a change alters the numbers a cell produces, so stored rows are not reused across it
 SWEEP_VERSION = 3
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+#: meta key of the store: part digest -> {"part": name, "files": {path: file digest}} (which code a digest names)
+CODE_META = "code_parts"
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One sampler run to measure: `solver` on `schedule`'s grid of `n` steps from sigma_max to sigma_min (or into
+    0, final=True), started from `target`'s exact law, in `process`'s variables where that matters."""
+
     target: str
     solver: str
     schedule: str
@@ -47,11 +58,13 @@ class Cell:
     schedule_params: dict = field(default_factory=dict, hash=False)
 
     def config(self) -> dict:
-        """The JSON-safe configuration that keys this cell in the results store."""
+        """The JSON-safe configuration that keys this cell in the results store, with the fingerprint of the code
+        that computes it under "code" (code_for)."""
         relevant = schedules.uses_process(self.schedule) or self.solver in _NEEDS_PROCESS
         cfg = asdict(self)
         cfg["process"] = self.process if relevant else "any"
         cfg["version"] = SWEEP_VERSION
+        cfg["code"] = code_for(cfg)
         return cfg
 
 
@@ -75,6 +88,43 @@ def solver_for(cfg: dict):
     return solvers.get(cfg["solver"], **params)
 
 
+def code_for(cfg: dict) -> dict:
+    """The fingerprint of the code that computes cell config `cfg`: part digests {solver, schedule, harness, oracle}
+    (None for a solver or schedule that is not registered: such a cell cannot be computed) and the versions."""
+    params = json.dumps(cfg.get("solver_params") or {}, sort_keys=True)
+    return dict(_code(cfg["solver"], params, cfg["process"], cfg["schedule"]))
+
+
+#: every part this process has fingerprinted, by digest (for CODE_META)
+_PARTS: dict[str, fingerprint.Part] = {}
+
+
+@cache
+def _code(solver: str, params: str, process: str, schedule: str) -> tuple:
+    try:
+        cls = type(solver_for({"solver": solver, "solver_params": json.loads(params), "process": process}))
+    except ValueError:
+        cls = None
+    try:
+        fn = schedules.get(schedule)
+    except ValueError:
+        fn = None
+    parts = [fingerprint.solver_part(cls) if cls is not None else None,
+             fingerprint.schedule_part(fn.__module__) if fn is not None else None, *fingerprint.harness_parts()]
+    _PARTS.update((p.digest, p) for p in parts if p is not None)
+    code = {name: p.digest if p is not None else None
+            for name, p in zip(("solver", "schedule", "harness", "oracle"), parts, strict=True)}
+    return tuple({**code, **fingerprint.versions()}.items())
+
+
+def _record_code(store: ResultStore, configs: list[dict]) -> None:
+    """Add the files behind the part digests of `configs` to the store's CODE_META (once per digest)."""
+    known = store.get_meta(CODE_META, {})
+    digests = {d for cfg in configs for d in (cfg.get("code") or {}).values() if d in _PARTS and d not in known}
+    if digests:
+        store.set_meta(CODE_META, {**known, **{d: _PARTS[d].manifest() for d in sorted(digests)}})
+
+
 def compute_cell(cfg: dict) -> dict:
     """The result row of one cell configuration (see Cell.config)."""
     sigmas = grid_for(cfg)
@@ -93,12 +143,20 @@ def run_cells(cells, store: ResultStore | None = None, *, jobs: int = 1, progres
               desc: str = "cells") -> list[dict]:
     """Compute every cell not already in `store`, writing each row as it finishes (an interrupted sweep loses at
     most the cells in progress), then return all rows in the order of `cells`, each as {**config, **row}.
+    Cells may be Cells or their configs; a config without "code" gets its fingerprint (code_for).
     jobs > 1 computes in that many worker processes (the parent alone writes to the store). Without a store the
-    rows are computed and returned only."""
-    configs = [c.config() if isinstance(c, Cell) else c for c in cells]
+    rows are computed and returned only. progress: a bar with an ETA over the cells to compute (harness.progress),
+    drawn by the parent."""
+    configs = [c.config() if isinstance(c, Cell) else c if "code" in c else {**c, "code": code_for(c)}
+               for c in cells]
     if store is None:
-        bar = tqdm(configs, desc=desc, disable=None if progress else True, leave=False)
-        return [{**cfg, **compute_cell(cfg)} for cfg in bar]
+        out = []
+        with Progress(len(configs), desc, enabled=progress) as bar:
+            for cfg in configs:
+                out.append({**cfg, **compute_cell(cfg)})
+                bar.update()
+        return out
+    _record_code(store, configs)
     if jobs > 1:
         seen, missing = set(), []
         for cfg in configs:
@@ -110,12 +168,11 @@ def run_cells(cells, store: ResultStore | None = None, *, jobs: int = 1, progres
             for cfg in missing:  # build each meter (and its reference solve) once, before the workers fork
                 cached_meter(cfg["target"], cfg["sigma_max"], 0.0 if cfg["final"] else cfg["sigma_min"])
             ctx = mp.get_context("fork")
-            with ctx.Pool(jobs, initializer=_init_worker) as pool, tqdm(
-                total=len(missing), desc=desc, disable=None if progress else True, leave=False
-            ) as bar:
+            with ctx.Pool(jobs, initializer=_init_worker) as pool, Progress(len(missing), desc,
+                                                                             enabled=progress) as bar:
                 for cfg, row in pool.imap_unordered(_compute_pair, missing):
                     store.put(cfg, row)
-                    bar.update(1)
+                    bar.update()
     else:
         run_pending(configs, compute_cell, store, progress=progress, desc=desc)
     return [{**cfg, **store.get(cfg)} for cfg in configs]

@@ -1,12 +1,14 @@
 """Symbolic order of a solver, derived from the coefficient functions its own `step` uses.
 
-A solver that exposes `update_rule(h, ratios, ops) -> (weights, nodes)` and `symbolic_form` is expanded by
-`analytic.symbolic` against the exact variation-of-constants solution, twice:
+A solver that declares a `symbolic_form` exposes `update_rule(h, ratios, ops) -> (weights, nodes)` (the declared
+interface, sdm_verify.solvers.interface); `analytic.symbolic` expands it against the exact variation-of-constants
+solution, twice:
     general  step ratios r0, r1, ... left symbolic (any grid);
     uniform  all ratios 1 (constant step in the form's variable: lambda for *-lambda forms, sigma for noise-sigma).
 A solver with an active corrector (UniPC) is judged by its `corrector_rule`: the corrected value is what the next
-step starts from. For single-step methods (with `stage_rules`) only the quadrature part is analysed, with stage
-values taken on the exact solution; that is exact up to order 2 and may overstate higher orders.
+step starts from. For single-step methods (with `stage_rules`: the exponential and the classical Runge-Kutta
+methods) only the quadrature part is analysed, with stage values taken on the exact solution; that is exact up to
+order 2 and may overstate higher orders (the stage coupling conditions are not covered).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analytic import symbolic
+
+from ..solvers.interface import SolverInterface, has_coefficients
 
 
 @dataclass
@@ -33,31 +37,32 @@ _CACHE: dict[tuple, SymbolicOrder] = {}
 
 
 def has_rule(solver) -> bool:
-    """Whether `solver` exposes coefficient functions the symbolic check can expand."""
-    return getattr(solver, "symbolic_form", None) is not None and getattr(solver, "update_rule", None) is not None
+    """Whether `solver` exposes coefficient functions the symbolic check can expand (a solver outside the declared
+    interface, e.g. a plain callable, exposes none)."""
+    return isinstance(solver, SolverInterface) and has_coefficients(solver)
 
 
 def symbolic_order(solver) -> SymbolicOrder | None:
-    """The symbolic global orders of `solver`, or None when it exposes no coefficient functions. Cached per solver
-    class and parameters (the UniPC expansions take seconds)."""
+    """The symbolic global orders of `solver`, or None when it exposes no coefficient functions. Cached per class
+    and parameters for the registered families, whose coefficients they determine (the UniPC expansions take
+    seconds); an adapter's rules (e.g. carried over from an outside object) are expanded each time."""
     if not has_rule(solver):
         return None
-    params = getattr(solver, "params", None)
-    key = (type(solver).__module__, type(solver).__qualname__, repr(params())) if callable(params) else None
-    if key is not None and key in _CACHE:
-        return _CACHE[key]
-    result = _expand(solver)
-    if key is not None:
-        _CACHE[key] = result
-    return result
+    cls = type(solver)
+    if not cls.__module__.startswith("sdm_verify.solvers."):
+        return _expand(solver)
+    key = (cls.__module__, cls.__qualname__, repr(solver.params()))
+    if key not in _CACHE:
+        _CACHE[key] = _expand(solver)
+    return _CACHE[key]
 
 
-def _expand(solver) -> SymbolicOrder:
+def _expand(solver: SolverInterface) -> SymbolicOrder:
     form, rule = solver.symbolic_form, solver.update_rule
     scope = "multistep (exact history)"
-    if getattr(solver, "corrector", False) and hasattr(solver, "corrector_rule"):
+    if solver.corrector:
         rule, scope = solver.corrector_rule, "predictor-corrector: the corrected step (exact history)"
-    elif getattr(solver, "stage_rules", None) is not None and solver.stage_rules(symbolic.h, symbolic.SYMPY_OPS):
+    elif solver.stage_rules(symbolic.h, symbolic.SYMPY_OPS):
         scope = "single-step: quadrature part only (stages on the exact solution)"
     general = symbolic.rule_error(rule, form)
     weights, nodes = rule(symbolic.h, [1, 1, 1], symbolic.SYMPY_OPS)

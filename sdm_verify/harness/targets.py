@@ -1,7 +1,7 @@
 """The embedded analytic targets the theory sweep runs on (built from the oracle, fixed seeds).
 
     gauss-4d   Gaussian, d = 4, eigenvalues (0.05, 0.2, 0.6, 1.5) in a random orientation: exact flow map and exact
-               Bures W2; exercises only the linear order conditions (theory.md §5 (f)).
+               Bures W2; exercises only the linear order conditions (docs/theory.md §6).
     gmm-1d     three-component 1-D mixture: exact W2 through quantiles (flow maps are monotone in 1-D).
     gmm-8d     three-component anisotropic mixture in d = 8 (eigenvalues in [0.05, 1]): nonlinear order conditions;
                measured by the synchronous error against the DOP853 reference (an upper bound on W2).

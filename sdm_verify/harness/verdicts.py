@@ -19,8 +19,9 @@ KNOWN_DEVIATIONS = {
     "corrected rule and reaches 3",
     "ipndm": "iPNDM's fixed Adams-Bashforth weights ignore the step ratios (first order in them): order 2 on smooth "
     "non-uniform grids (EDM, logSNR, time-quadratic), order 4 only on uniform grids",
-    "ipndm_v": "diff-sampler's variable-step iPNDM weights sum to the step only when r0 r2 = r1^2: order 2 on "
-    "smooth non-uniform grids, not 4",
+    "ipndm_v": "diff-sampler's variable-step iPNDM weights sum to the step only when r0 r2 = r1^2, and on equal "
+    "steps they are exact to degree 2 only: order 2 on EDM rho = 7 and time-quadratic grids; order 3 on logSNR grids "
+    "(geometric in sigma, where r0 r2 = r1^2 holds exactly); never the claimed 4",
 }
 #: solvers whose own coefficient functions, expanded symbolically on uniform steps, do not give the claimed order
 SYMBOLIC_DEVIATIONS = {

@@ -8,7 +8,7 @@ noise levels it was trained on, so sigma outside [sigma_min, sigma_max] is an er
 Measurement runs in float64. Networks that cast to float32 inside their forward (NVlabs EDM/EDM2 `x.to(torch.float32)`,
 diffusers' timestep embedding `timesteps.float()`) are evaluated under `float64_compute()`, which turns every
 float16/bfloat16/float32 dtype requested inside the call into float64; without it a float64 model is silently a
-float32 one with an error floor of ~1e-6..1e-3 (real_models.md §4).
+float32 one with an error floor of ~1e-6..1e-3 (docs/real-models.md §5 (a)).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ the fastest feature makes ~3.4 periods). High-frequency embeddings (NCSN++-style
 to ~1000, or transformer-style positional embeddings of 1000 c_noise) let the learned field D(x, sigma) oscillate
 in sigma between the training noise levels; the PF-ODE's right-hand side is then not smooth on the scale of fine
 grids, and measured convergence orders collapse (EDM Heun measured ~1.2 instead of ~2.1 at 64-128 steps on the
-digits model: /work/shared/real_models.md §4). A solver-verification suite needs a field that is smooth in sigma.
+digits model: docs/real-models.md §2). A solver-verification suite needs a field that is smooth in sigma.
 
 The module works in float32 and float64 alike (`model.double()`); x must be in the parameters' dtype.
 """

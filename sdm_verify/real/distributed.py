@@ -31,7 +31,7 @@ def select_device(name: str = "cpu", local_rank: int = 0) -> torch.device:
 
 def exact_precision() -> dict:
     """Switch off TF32 (on Ampere+ GPUs cuDNN convolutions default to TF32, a 1e-3 relative error that floors every
-    float32 measurement; real_models.md §4) and return the settings in force, for the report."""
+    float32 measurement; docs/real-models.md §5 (c)) and return the settings in force, for the report."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")

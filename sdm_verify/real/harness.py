@@ -29,9 +29,11 @@ from tqdm.auto import tqdm
 
 from .. import schedules, solvers
 from ..errors import SolverDivergedError
+from ..harness import fingerprint
 from ..harness.convergence import fit_rows
 from ..harness.nfe import count_nfe
 from ..harness.orders import OrderFit
+from ..harness.run import decides_on_data, freeze_decisions
 from ..harness.store import ResultStore, config_key
 from .reference import Reference, check_reference, reference_solution, rms
 
@@ -156,7 +158,15 @@ class RealHarness:
     def base_config(self) -> dict:
         s = self.s
         return dict(kind="real", model=self.id, sigma_min=s.sigma_min, sigma_max=s.sigma_max, dtype=s.dtype,
-                    seeds=[s.seed0, s.seeds], rtol=s.rtol, version=REAL_VERSION)
+                    seeds=[s.seed0, s.seeds], rtol=s.rtol, version=REAL_VERSION, code=self.code())
+
+    def code(self) -> dict:
+        """The fingerprint (harness.fingerprint) of the code behind every row: this harness and its reference, the
+        model's class and the versions; a cell adds its solver and schedule (cell_config)."""
+        starts = (__name__, "sdm_verify.real.reference", "sdm_verify.harness.run", "sdm_verify.harness.nfe")
+        real = fingerprint.modules_part("real", starts, ("sdm_verify.real",) + fingerprint.BASE_MODULES)
+        return dict(real=real.digest, model=fingerprint.class_part("model", type(self.model)).digest,
+                    **fingerprint.versions())
 
     def _model_in(self, dtype):
         """The model computing in `dtype`: the measured model itself, or (for the float64 reference, decisions and
@@ -241,16 +251,15 @@ class RealHarness:
 
     def solver(self, name: str, grid: torch.Tensor):
         sol = solvers.get(name)
-        if getattr(sol, "data_dependent", False):  # decide on the fixed decision batch, replay everywhere
-            from ..solvers.sdm import replay_lambdas, run_with_trace
-
-            _, trace = run_with_trace(sol, self._denoiser(torch.float64), self._decision_x.to(self.device), grid)
-            fixed = type(sol)(**{**sol.params(), "lambdas": replay_lambdas(trace)})
-            fixed.name, sol = sol.name, fixed
+        if decides_on_data(sol):  # decide on the fixed decision batch (float64 model), replay everywhere
+            sol, _ = freeze_decisions(sol, self._denoiser(torch.float64), self._decision_x.to(self.device), grid)
         return sol
 
     def cell_config(self, solver: str, schedule: str, n: int) -> dict:
-        return {**self.base_config(), "what": "cell", "solver": solver, "schedule": schedule, "n": int(n)}
+        base = self.base_config()
+        code = dict(base["code"], solver=fingerprint.solver_part(type(solvers.get(solver))).digest,
+                    schedule=fingerprint.schedule_part(schedules.get(schedule).__module__).digest)
+        return {**base, "what": "cell", "solver": solver, "schedule": schedule, "n": int(n), "code": code}
 
     def store_key(self, solver: str, schedule: str, n: int) -> str:
         return config_key(self.cell_config(solver, schedule, n))

@@ -9,7 +9,7 @@ evaluated at u_i = i/n. Since i/n and 2i/(2n) are the same float, zero=False gri
 (grid(2n)[::2] == grid(n)), as order fitting on N = 2^j requires.
 
     edm             (smax^(1/rho) + u (smin^(1/rho) - smax^(1/rho)))^rho, rho = 7 (Karras et al. 2022, Eq. 5).
-                    rho = 1 is uniform in sigma; rho -> inf tends to logsnr (k-diffusion issue #85): by Hoeffding's
+                    rho = 1 is uniform in sigma; rho -> inf tends to logsnr (crowsonkb/k-diffusion#85): by Hoeffding's
                     lemma 0 <= log sigma_edm - log sigma_logsnr <= log(smax/smin)^2 / (8 rho).
     logsnr          uniform in lambda = -log sigma (half log-SNR), i.e. log-linear in sigma. Alias "loglinear".
     uniform_t       uniform in the process time t between t(sigma_max) and t(sigma_min); needs process=.

@@ -1,12 +1,16 @@
-"""Diffusion ODE solvers behind one interface: `get(name, **params)`, `available()`.
+"""Diffusion ODE solvers behind one declared interface: `get(name, **params)`, `available()`.
 
-Importing this package imports every solver family, each of which registers its solvers.
+`interface.SolverInterface` lists every capability a solver declares; `base.Solver` adds the grid loop that the
+registered solvers share. Importing this package imports every solver family, each of which registers its solvers.
 """
 
 from __future__ import annotations
 
+from ..grid import check_grid
 from . import deis, dpm, ipndm, native, rk, sdm, unipc  # noqa: F401  (registration side effects)
-from .base import Solver, StepContext, check_grid, ode_derivative
+from .base import Solver, StepContext, ode_derivative
+from .interface import SolverInterface, has_coefficients
 from .registry import available, get, needs_process, register
 
-__all__ = ["Solver", "StepContext", "check_grid", "ode_derivative", "get", "available", "register", "needs_process"]
+__all__ = ["Solver", "SolverInterface", "StepContext", "has_coefficients", "check_grid", "ode_derivative", "get",
+           "available", "register", "needs_process"]

@@ -1,9 +1,10 @@
-"""The solver interface: solver(denoiser, x, sigmas) -> x, in canonical (EDM) variables.
+"""The grid loop every registered solver shares: solver(denoiser, x, sigmas) -> x, one `step` at a time.
 
-A solver is a `Solver` subclass. It declares `name`, `order` (the global order it claims) and `nfe(n_steps)`, and
-implements one step; the integration loop, the grid checks and the divergence check live here (diffrax's split
-between the step and the loop). Steps see only the denoiser D(x, sigma) (posterior mean of x0 given
-x = x0 + sigma n) and the sigma grid: solvers never import the oracle.
+A solver is a `Solver` subclass: it declares what `SolverInterface` lists (name, order, cost, coefficient
+functions, ...) and implements one step; the integration loop, the grid checks and the divergence check live here
+(diffrax's split between the step and the loop). Steps see only the denoiser D(x, sigma) (posterior mean of x0
+given x = x0 + sigma n) and the sigma grid: solvers never import the oracle. Per-run state (a multistep history, a
+latched decision) is a typed object the solver creates in `init_state()`, handed to each step in the StepContext.
 
 Conventions used by every step:
     EDM ODE          dx/dsigma = (x - D(x, sigma)) / sigma                      (Karras et al. 2022, Eq. 3)
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,16 +25,17 @@ import torch
 
 from ..errors import SolverDivergedError
 from ..grid import check_grid
+from .interface import SolverInterface
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 @dataclass
 class StepContext:
-    """What a step may read: the grid as Python floats and a per-run scratch dict (history for multistep)."""
+    """What a step may read: the grid as Python floats and the solver's per-run state (its `init_state()`)."""
 
     sigmas: list[float]
-    state: dict[str, Any] = field(default_factory=dict)
+    state: Any = None
 
     def h(self, i: int) -> float:
         """Step size in lambda = -log sigma; inf for a step into sigma = 0."""
@@ -41,40 +43,23 @@ class StepContext:
         return math.inf if t == 0 else math.log(s / t)
 
 
-class Solver:
-    """Base class: subclasses set `name`, `order`, `nfe_per_step` (or override `nfe`) and implement `step`."""
+class Solver(SolverInterface):
+    """The grid loop: a subclass declares what differs from SolverInterface's defaults and implements `step` (and
+    `init_state` when it keeps per-run state). An adapter that runs its own loop overrides `__call__` instead."""
 
-    name: str = "solver"
-    order: int = 1
-    nfe_per_step: int = 1
-    #: what the step does when sigma_next == 0, stated for the README and the report
-    final_step: str = "Euler (x <- D(x, sigma)), 1 NFE"
-
-    def nfe(self, n_steps: int) -> int:
-        """Denoiser calls the solver expects for `n_steps` steps on a grid that ends above 0."""
-        return self.nfe_per_step * n_steps
-
-    #: denoiser calls of a step into sigma = 0 (None: a full step); multi-stage solvers take a 1-NFE step there
-    final_step_nfe: int | None = None
-
-    def nfe_to_zero(self, n_steps: int) -> int:
-        """Expected calls when the last of the `n_steps` steps goes to sigma = 0."""
-        if self.final_step_nfe is None:
-            return self.nfe(n_steps)
-        return self.nfe(n_steps - 1) + self.final_step_nfe
+    def init_state(self) -> Any:
+        """A fresh per-run state object for StepContext.state (None: the steps keep no state)."""
+        return None
 
     def step(self, denoiser: Denoiser, x: torch.Tensor, i: int, ctx: StepContext) -> torch.Tensor:
-        raise NotImplementedError
-
-    def params(self) -> dict:
-        """The parameters that distinguish this configured instance (for result keys)."""
-        return {}
+        """x at sigmas[i + 1] from x at sigmas[i] (ctx.sigmas); may update ctx.state."""
+        raise NotImplementedError(f"{type(self).__name__}: implement step(), or override __call__ to run a loop")
 
     def __call__(self, denoiser: Denoiser, x: torch.Tensor, sigmas, callback=None) -> torch.Tensor:
         grid = check_grid(sigmas)
         if not torch.is_tensor(x) or not x.is_floating_point():
             raise TypeError("x: expected a floating-point tensor")
-        ctx = StepContext(sigmas=grid.tolist())
+        ctx = StepContext(sigmas=grid.tolist(), state=self.init_state())
         if not all_finite(x):
             raise ValueError("x: contains NaN or inf")
         step_index, checked = 0, x

@@ -12,58 +12,18 @@ l_j the Lagrange basis on the nodes c_0 = 0, c_j = -(r_0 + ... + r_{j-1}) in uni
 sizes / H). tAB-0 is Euler (= DDIM). Warm-up: step i uses min(r, i) previous points (lower-order starts, as in
 the paper's code). Claimed global order r + 1. The step into sigma = 0 is x <- D(x, sigma) (Euler there).
 
-Also holds the polynomial helpers shared by the multistep families (UniPC, iPNDM). They use only +, -, *, /,
-so they run on Python floats and on sympy expressions alike.
+The Lagrange helpers are in solvers/polynomials.py, the history and step ratios in solvers/multistep.py.
 """
 
 from __future__ import annotations
 
-import math
-
-from .base import MATH_OPS, Solver, StepContext, combine
+from .base import MATH_OPS
+from .multistep import Multistep
+from .polynomials import history_nodes, lagrange_basis
 from .registry import register
 
 
-def lagrange_basis(nodes) -> list[list]:
-    """Monomial coefficients [a_0, a_1, ...] (a_k of u^k) of each Lagrange basis polynomial on `nodes`."""
-    basis = []
-    for j, cj in enumerate(nodes):
-        coeffs, denom = [1], 1
-        for m, cm in enumerate(nodes):
-            if m == j:
-                continue
-            shifted = [0] + coeffs  # u * p(u)
-            coeffs = [a - cm * b for a, b in zip(shifted, coeffs + [0], strict=True)]  # (u - c_m) p(u)
-            denom = denom * (cj - cm)
-        basis.append([a / denom for a in coeffs])
-    return basis
-
-
-def history_nodes(ratios, k: int) -> list:
-    """Nodes [0, -r0, -(r0 + r1), ...] of the current and k previous points, in units of the current step."""
-    if len(ratios) < k:
-        raise ValueError(f"ratios: need {k} step ratios, got {len(ratios)}")
-    nodes, acc = [0], 0
-    for r in ratios[:k]:
-        acc = acc + r
-        nodes.append(-acc)
-    return nodes
-
-
-def step_ratios(values, i: int, k: int) -> list[float]:
-    """r_j = (values[i-j] - values[i-j-1]) / (values[i+1] - values[i]), j < k: previous / current step."""
-    cur = values[i + 1] - values[i]
-    return [(values[i - j] - values[i - j - 1]) / cur for j in range(k)]
-
-
-def lambda_ratios(sigmas, i: int, k: int) -> list[float]:
-    """`step_ratios` in lambda = -log sigma (all sigmas involved are > 0)."""
-    lo = max(i - k, 0)
-    lam = {j: -math.log(sigmas[j]) for j in range(lo, i + 2)}
-    return step_ratios(lam, i, k)
-
-
-class DEIS(Solver):
+class DEIS(Multistep):
     """DEIS tAB-r in sigma (= rhoAB-r in VE): Lagrange extrapolation of eps integrated exactly; order r+1."""
 
     name = "deis"
@@ -74,7 +34,7 @@ class DEIS(Solver):
         if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= 3:
             raise ValueError(f"r: DEIS tAB-r needs an integer r in 0..3, got {r!r}")
         self.r = r
-        self.order = r + 1
+        self.order = self.history_size = r + 1
         self.name = f"deis_tab{r}"
 
     def params(self) -> dict:
@@ -86,17 +46,8 @@ class DEIS(Solver):
         weights = [h * sum(a / (k + 1) for k, a in enumerate(c)) for c in lagrange_basis(nodes)]
         return weights, nodes
 
-    def step(self, denoiser, x, i, ctx: StepContext):
-        s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-        d = denoiser(x, s)
-        if t == 0:
-            return d
-        hist = ctx.state.setdefault("eps", [])
-        hist.append((x - d) / s)
-        del hist[: -(self.r + 1)]
-        k = len(hist) - 1
-        weights, _ = self.update_rule(t - s, step_ratios(ctx.sigmas, i, k), MATH_OPS, r=k)
-        return combine(x, weights, hist[::-1])
+    def weights(self, h, ratios, k):
+        return self.update_rule(h, ratios, MATH_OPS, r=k - 1)[0]
 
 
 for _r in (1, 2, 3):

@@ -17,10 +17,10 @@ A step into sigma = 0 (h = inf) is first order for every solver here: x <- D(x, 
 
 from __future__ import annotations
 
-import math
-
-from .base import MATH_OPS, Solver, StepContext, combine
+from .base import MATH_OPS
+from .multistep import Multistep
 from .registry import register
+from .singlestep import SingleStep
 
 FINAL_STEP = "x <- D(x, sigma) (DPM-Solver++(1) / DDIM into sigma = 0), 1 NFE"
 
@@ -31,11 +31,10 @@ def _check_fraction(value, name: str) -> float:
     return float(value)
 
 
-class _ExponentialRK(Solver):
-    """Explicit exponential Runge-Kutta step shared by the single-step solvers (and DDIM, DPM-Solver-1).
-
-    With v_0 = f(x_s, sigma_s) and f = D ("data-lambda") or eps ("noise-lambda"), stage j at
-    sigma_j = sigma_s e^{-c_j h} (i.e. lambda_s + c_j h) is, with (a_j, .) = stage_rules(h)[j-1],
+class _ExponentialRK(SingleStep):
+    """Explicit exponential Runge-Kutta step shared by the single-step solvers (and DDIM, DPM-Solver-1), run by
+    solvers/singlestep.py. With v_0 = f(x_s, sigma_s) and f = D ("data-lambda") or eps ("noise-lambda"), stage j
+    at sigma_j = sigma_s e^{-c_j h} (i.e. lambda_s + c_j h) is, with (a_j, .) = stage_rules(h)[j-1],
         data-lambda:  x_j = e^{-c_j h} x_s + sum_k a_jk v_k        noise-lambda:  x_j = x_s - sigma_s sum_k a_jk v_k
     then v_j = f(x_j, sigma_j); the output uses (weights, nodes) = update_rule(h) the same way at c = 1.
     """
@@ -43,38 +42,8 @@ class _ExponentialRK(Solver):
     symbolic_form = "data-lambda"
     final_step = FINAL_STEP
 
-    final_step_nfe = 1
-
-    def stage_rules(self, h, ops) -> list[tuple[list, list]]:
-        """Stage j (j = 1, 2, ...) as (weights, nodes): a step of `symbolic_form` from lambda_s to lambda_s + c_j h
-        using the values already computed, at nodes 0, c_1, ..., c_{j-1} (multiples of h)."""
-        return []
-
-    def update_rule(self, h, ratios, ops):
-        raise NotImplementedError
-
-    def _value(self, denoiser, x, sigma):
-        d = denoiser(x, sigma)
-        return d if self.symbolic_form == "data-lambda" else (x - d) / sigma
-
-    def _combine(self, x, s, c, h, weights, values):
-        if self.symbolic_form == "data-lambda":
-            return combine(math.exp(-c * h) * x, weights, values)
-        return combine(x, [-s * w for w in weights], values)
-
-    def step(self, denoiser, x, i, ctx: StepContext):
-        s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-        if t == 0:
-            return denoiser(x, s)
-        h = ctx.h(i)
-        weights, nodes = self.update_rule(h, [], MATH_OPS)
-        values = [self._value(denoiser, x, s)]
-        for (a, _), c in zip(self.stage_rules(h, MATH_OPS), nodes[1:], strict=True):
-            x_c = self._combine(x, s, c, h, a, values)
-            values.append(self._value(denoiser, x_c, s * math.exp(-c * h)))
-        if self.symbolic_form == "data-lambda":  # use the grid's sigma_t/sigma_s, not e^{-h}, for the linear part
-            return combine((t / s) * x, weights, values)
-        return self._combine(x, s, 1.0, h, weights, values)
+    def into_zero(self, denoiser, x, sigma):
+        return denoiser(x, sigma)
 
 
 class DDIM(_ExponentialRK):
@@ -178,9 +147,10 @@ class DPMSolverPP2S(_ExponentialRK):
         return [p1 * (1 - 1 / (2 * r)), p1 / (2 * r)], [0, r]
 
 
-class _DataMultistep(Solver):
-    """Multistep data-prediction exponential integrator: x_t = (sigma_t/sigma_s) x_s + sum_j w_j D_j, with D_j the
-    denoiser values at the current and previous grid points (nodes 0, -r0, -(r0 + r1), ...).
+class _DataMultistep(Multistep):
+    """Multistep data-prediction exponential integrator (solvers/multistep.py): x_t = (sigma_t/sigma_s) x_s +
+    sum_j w_j D_j, with D_j the denoiser values at the current and previous grid points (nodes 0, -r0, -(r0 + r1),
+    ...), r_j ratios of steps in lambda.
 
     Warm-up as in the papers: step i (0-based) uses order min(order, i + 1). With `lower_order_final` (default
     OFF) the rule of the authors' code (dpm-solver `DPM_Solver.sample`, multistep) applies as well: on a grid of
@@ -189,7 +159,6 @@ class _DataMultistep(Solver):
 
     symbolic_form = "data-lambda"
     final_step = FINAL_STEP
-    nfe_per_step = 1
     lower_order_final_below = 10
 
     def __init__(self, lower_order_final: bool = False):
@@ -204,28 +173,12 @@ class _DataMultistep(Solver):
         """(weights, nodes) of a step of the given order (default: full); uses ratios[:order - 1]."""
         raise NotImplementedError
 
-    def step_order(self, i: int, n_steps: int) -> int:
-        k = min(self.order, i + 1)
-        if self.lower_order_final and n_steps < self.lower_order_final_below:
-            k = min(k, n_steps - i)
-        return k
-
-    def step(self, denoiser, x, i, ctx: StepContext):
-        s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-        d = denoiser(x, s)
-        if t == 0:
-            return d
-        history = ctx.state.setdefault("history", [])  # denoiser values at sigmas[i], sigmas[i-1], ...
-        history.insert(0, d)
-        del history[self.order :]
-        h = ctx.h(i)
-        k = self.step_order(i, len(ctx.sigmas) - 1)
-        ratios = [ctx.h(i - 1 - j) / h for j in range(k - 1)]
-        weights, _ = self.update_rule(h, ratios, MATH_OPS, order=k)
-        return combine((t / s) * x, weights, history[: len(weights)])
+    def weights(self, h, ratios, k):
+        return self.update_rule(h, ratios, MATH_OPS, order=k)[0]
 
 
-def _dpmpp_2m_rule(h, r0, ops):
+def dpmpp_2m_rule(h, r0, ops):
+    """(weights, nodes) of DPM-Solver++(2M) on (D_s, D_prev), r0 = h_prev/h (shared with SDM's blended step)."""
     p1 = -ops.expm1(-h)
     return [p1 * (1 + 1 / (2 * r0)), -p1 / (2 * r0)], [0, -r0]
 
@@ -236,12 +189,12 @@ class DPMSolverPP2M(_DataMultistep):
     Order 2, 1 NFE per step; the first step is DPM-Solver++(1).
     """
 
-    name, order = "dpmpp_2m", 2
+    name, order, history_size = "dpmpp_2m", 2, 2
 
     def update_rule(self, h, ratios, ops, order=None):
         if (order or self.order) == 1:
             return [-ops.expm1(-h)], [0]
-        return _dpmpp_2m_rule(h, ratios[0], ops)
+        return dpmpp_2m_rule(h, ratios[0], ops)
 
 
 class DPMSolverPP3M(_DataMultistep):
@@ -257,7 +210,7 @@ class DPMSolverPP3M(_DataMultistep):
     Adams-Bashforth, global order 3).
     """
 
-    name, order = "dpmpp_3m", 3
+    name, order, history_size = "dpmpp_3m", 3, 3
     variants = ("authors", "lagrange")
 
     def __init__(self, lower_order_final: bool = False, variant: str = "authors"):
@@ -274,7 +227,7 @@ class DPMSolverPP3M(_DataMultistep):
         if order == 1:
             return [-ops.expm1(-h)], [0]
         if order == 2:
-            return _dpmpp_2m_rule(h, ratios[0], ops)
+            return dpmpp_2m_rule(h, ratios[0], ops)
         r0, r1 = ratios[0], ratios[1]
         p1 = -ops.expm1(-h)  # h phi_1(-h)
         p2 = ops.expm1(-h) / h + 1  # h phi_2(-h)

@@ -19,26 +19,29 @@ The step into sigma = 0 is x <- D(x, sigma) (Euler there), 1 NFE.
 
 from __future__ import annotations
 
-from .base import MATH_OPS, Solver, StepContext, combine
-from .deis import history_nodes, step_ratios
+from .base import MATH_OPS
+from .multistep import Multistep
+from .polynomials import history_nodes
 from .registry import register
 
 #: fixed Adams-Bashforth coefficients (numerators, denominator) for k = 1..4 values of eps, newest first
 AB_COEFFICIENTS = (((1,), 1), ((3, -1), 2), ((23, -16, 5), 12), ((55, -59, 37, -9), 24))
 
 
-class IPNDM(Solver):
+class IPNDM(Multistep):
     """Fixed-coefficient Adams-Bashforth in sigma (iPNDM). Claimed order `max_order` (4), on uniform grids."""
 
     name = "ipndm"
     symbolic_form = "noise-sigma"
+    #: the fixed Adams-Bashforth weights are the ones of uniform steps (Zhang & Chen 2023, iPNDM)
+    order_conditions = "uniform steps"
     final_step = "x <- D(x, sigma) (the Euler step into sigma = 0), 1 NFE"
 
     def __init__(self, max_order: int = 4):
         if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= 4:
             raise ValueError(f"max_order: must be an integer in 1..4, got {max_order!r}")
         self.max_order = max_order
-        self.order = max_order
+        self.order = self.history_size = max_order
 
     def params(self) -> dict:
         return {"max_order": self.max_order}
@@ -53,23 +56,17 @@ class IPNDM(Solver):
         k = self.max_order if k is None else k
         return [h * c for c in self.coefficients(ratios, k)], history_nodes(ratios, k - 1)
 
-    def step(self, denoiser, x, i, ctx: StepContext):
-        s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-        d = denoiser(x, s)
-        if t == 0:
-            return d
-        hist = ctx.state.setdefault("eps", [])
-        hist.append((x - d) / s)
-        del hist[: -self.max_order]
-        k = len(hist)
-        weights, _ = self.update_rule(t - s, step_ratios(ctx.sigmas, i, k - 1), MATH_OPS, k=k)
-        return combine(x, weights, hist[::-1])
+    def weights(self, h, ratios, k):
+        return self.update_rule(h, ratios, MATH_OPS, k=k)[0]
 
 
 class IPNDMVariable(IPNDM):
     """diff-sampler's variable-step iPNDM (`ipndm_v`). Claimed order 4; see the module docstring."""
 
     name = "ipndm_v"
+    #: diff-sampler states no condition for its variable-step weights: the claim is the iPNDM paper's, on uniform
+    #: steps (where these weights are not AB4's either, see the module docstring)
+    order_conditions = "uniform steps"
 
     def coefficients(self, ratios, k: int) -> list:
         if k == 1:

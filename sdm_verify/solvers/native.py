@@ -21,6 +21,7 @@ whose s(t_end) is not finite and positive, raises ValueError.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +33,25 @@ _PROCESS_METHODS = ("sigma", "sigma_inv", "scale", "sigma_deriv", "scale_deriv")
 
 def _f(fn, value: float) -> float:
     return float(fn(torch.tensor(value, dtype=torch.float64)))
+
+
+@dataclass(frozen=True)
+class TimeNode:
+    """A grid point in the process's own time: sigma, t = sigma_inv(sigma), s(t) and, where sigma > 0, sigma'(t)
+    and s'(t)."""
+
+    sigma: float
+    t: float
+    s: float
+    dsigma: float | None = None
+    ds: float | None = None
+
+
+@dataclass
+class NativeState:
+    """Per-run state: the time nodes of the grid points computed so far, by grid index."""
+
+    nodes: dict[int, TimeNode] = field(default_factory=dict)
 
 
 class _NativeTime(Solver):
@@ -50,7 +70,10 @@ class _NativeTime(Solver):
     def params(self):
         return {"process": getattr(self.process, "name", type(self.process).__name__)}
 
-    def _node(self, sigma: float) -> dict:
+    def init_state(self) -> NativeState:
+        return NativeState()
+
+    def _node(self, sigma: float) -> TimeNode:
         """t, s(t) and, where sigma > 0, the derivatives sigma'(t) and s'(t) at t = sigma_inv(sigma), as floats."""
         p = self.process
         t = _f(p.sigma_inv, sigma)
@@ -59,20 +82,20 @@ class _NativeTime(Solver):
             node["dsigma"], node["ds"] = _f(p.sigma_deriv, t), _f(p.scale_deriv, t)
         if not all(math.isfinite(v) for v in node.values()) or node["s"] <= 0:
             raise ValueError(f"process: non-finite time, scale or derivative at sigma = {sigma:.6g}: {node}")
-        return node
+        return TimeNode(**node)
 
-    def _nodes(self, i: int, ctx: StepContext) -> tuple[dict, dict]:
-        nodes = ctx.state.setdefault("nodes", {})
+    def _nodes(self, i: int, ctx: StepContext) -> tuple[TimeNode, TimeNode]:
+        nodes = ctx.state.nodes
         for j in (i, i + 1):
             if j not in nodes:
                 nodes[j] = self._node(ctx.sigmas[j])
         return nodes[i], nodes[i + 1]
 
     @staticmethod
-    def velocity(xn: torch.Tensor, denoised: torch.Tensor, node: dict) -> torch.Tensor:
+    def velocity(xn: torch.Tensor, denoised: torch.Tensor, node: TimeNode) -> torch.Tensor:
         """dx/dt = (sigma'/sigma + s'/s) x - sigma' s/sigma D, with x the native (scaled) state."""
-        sig, s = node["sigma"], node["s"]
-        return (node["dsigma"] / sig + node["ds"] / s) * xn - (node["dsigma"] * s / sig) * denoised
+        sig, s = node.sigma, node.s
+        return (node.dsigma / sig + node.ds / s) * xn - (node.dsigma * s / sig) * denoised
 
 
 class EulerT(_NativeTime):
@@ -83,9 +106,9 @@ class EulerT(_NativeTime):
 
     def step(self, denoiser, x, i, ctx: StepContext):
         a, b = self._nodes(i, ctx)
-        xn = a["s"] * x
-        xn_next = xn + (b["t"] - a["t"]) * self.velocity(xn, denoiser(x, a["sigma"]), a)
-        return xn_next / b["s"]
+        xn = a.s * x
+        xn_next = xn + (b.t - a.t) * self.velocity(xn, denoiser(x, a.sigma), a)
+        return xn_next / b.s
 
 
 class HeunT(_NativeTime):
@@ -99,15 +122,15 @@ class HeunT(_NativeTime):
 
     def step(self, denoiser, x, i, ctx: StepContext):
         a, b = self._nodes(i, ctx)
-        dt = b["t"] - a["t"]
-        xn = a["s"] * x
-        d = self.velocity(xn, denoiser(x, a["sigma"]), a)
+        dt = b.t - a.t
+        xn = a.s * x
+        d = self.velocity(xn, denoiser(x, a.sigma), a)
         xn_pred = xn + dt * d
-        if b["sigma"] == 0:
-            return xn_pred / b["s"]
-        x_pred = xn_pred / b["s"]
-        d2 = self.velocity(xn_pred, denoiser(x_pred, b["sigma"]), b)
-        return (xn + dt * 0.5 * (d + d2)) / b["s"]
+        if b.sigma == 0:
+            return xn_pred / b.s
+        x_pred = xn_pred / b.s
+        d2 = self.velocity(xn_pred, denoiser(x_pred, b.sigma), b)
+        return (xn + dt * 0.5 * (d + d2)) / b.s
 
 
 register("euler_t", EulerT)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .base import Solver
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the registry holds classes; it needs the base class only to name it
+    from .base import Solver
 
 _REGISTRY: dict[str, tuple[type[Solver], dict]] = {}
 
@@ -49,25 +52,21 @@ def needs_process(name: str) -> bool:
         cls, _ = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"name: unknown solver {name!r}; available: {', '.join(available())}") from None
-    return bool(getattr(cls, "needs_process", False))
+    return bool(cls.needs_process)
 
 
 def describe() -> list[dict]:
-    """One row per registered solver: name, class, claimed order, NFE for 10 steps (above 0 / into 0), final step,
-    symbolic form (if it exposes its coefficients) and whether it needs a process."""
+    """One row per registered solver: name, class, claimed order and its conditions, NFE for 10 steps (above 0 /
+    into 0), final step, symbolic form (if it exposes its coefficients) and whether it needs a process."""
     rows = []
     for name in available():
         cls, defaults = _REGISTRY[name]
-        if getattr(cls, "needs_process", False):
-            solver = None
-        else:
-            solver = get(name)
+        solver = None if cls.needs_process else get(name)
         obj = solver if solver is not None else cls
         rows.append(dict(
-            name=name, cls=cls.__name__, params=defaults, order=getattr(obj, "order", None),
+            name=name, cls=cls.__name__, params=defaults, order=obj.order, order_conditions=obj.order_conditions,
             nfe_10=solver.nfe(10) if solver else 10 * cls.nfe_per_step,
             nfe_10_to_zero=solver.nfe_to_zero(10) if solver else None,
-            final_step=getattr(obj, "final_step", ""), form=getattr(obj, "symbolic_form", None),
-            needs_process=bool(getattr(cls, "needs_process", False)),
+            final_step=obj.final_step, form=obj.symbolic_form, needs_process=bool(cls.needs_process),
         ))
     return rows

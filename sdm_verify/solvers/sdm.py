@@ -1,5 +1,5 @@
 """SDM's adaptive solvers (Jo & Choi, arXiv 2602.12624; official code aiimaginglab/sdm, `modules/sampler.py`
-`ablation_sampler_adaptive_solver` and `ablation_sampler_adaptive_dpmsolver`; spec: /work/shared/sdm_spec.md §2).
+`ablation_sampler_adaptive_solver` and `ablation_sampler_adaptive_dpmsolver`; docs/sdm.md §3).
 
 Each step blends a first-order and a second-order update, x' = lam x_lo + (1 - lam) x_hi:
     sdm        x_lo = Euler,             x_hi = EDM Heun (2nd evaluation at (x + h d, sigma'))      claimed order 2
@@ -34,18 +34,30 @@ lambdas); `nfe_exact` and `data_dependent` say which. Per-step decisions and cou
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .base import MATH_OPS, Solver, StepContext, combine, ode_derivative
-from .dpm import DDIM, DPMSolverPP2M, _dpmpp_2m_rule
+from .dpm import DDIM, DPMSolverPP2M, dpmpp_2m_rule
 from .registry import register
 from .rk import Euler, Heun
 
 LAMBDA_SCHEDULES = ("step", "linear", "cosine")
-#: the baseline steps the blends are made of (stateless: per-run state lives in the StepContext)
+#: the baseline steps the blends are made of (Euler, Heun and DDIM keep no per-run state; the 2M update is given
+#: its history explicitly)
 _EULER, _HEUN, _DDIM, _PP2M = Euler(), Heun(), DDIM(), DPMSolverPP2M()
 KAPPA_EPS = 1e-12  # the official code's guard in the denominator of kappa
+
+
+@dataclass
+class SDMState:
+    """Per-run state of an SDM solver: the previous step's d = (x - D)/sigma (for kappa) and D (for 2M), and
+    whether the step latch has fired."""
+
+    d_prev: torch.Tensor | None = None
+    den_prev: torch.Tensor | None = None
+    latched: bool = False
 
 
 def batch_kappa(d: torch.Tensor, d_prev: torch.Tensor, dsigma: float) -> float:
@@ -100,15 +112,18 @@ class _AdaptiveBlend(Solver):
                 "lambdas": None if self.lambdas is None else list(self.lambdas)}
 
     # ---------------------------------------------------------------------------------------- the lambda rule
-    def _lambda(self, i: int, n: int, kappa: float, state: dict, has_history: bool = True) -> float:
+    def init_state(self) -> SDMState:
+        return SDMState()
+
+    def _lambda(self, i: int, n: int, kappa: float, state: SDMState, has_history: bool = True) -> float:
         if self.lambdas is not None:
             if len(self.lambdas) != n:
                 raise ValueError(f"lambdas: {len(self.lambdas)} values for a grid of {n} steps")
             return self.lambdas[i] if has_history else 1.0
         if self.lambda_schedule == "step":
-            if has_history and not state.get("latched", False) and kappa >= self.tau_k:
-                state["latched"] = True
-            lam = 0.0 if state.get("latched", False) else 1.0
+            if has_history and not state.latched and kappa >= self.tau_k:
+                state.latched = True
+            lam = 0.0 if state.latched else 1.0
         else:
             u = i / max(n - 1, 1)
             lam = 1.0 - u if self.lambda_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * u))
@@ -117,9 +132,9 @@ class _AdaptiveBlend(Solver):
         return lam
 
     def _kappa(self, d: torch.Tensor, i: int, ctx: StepContext) -> float:
-        prev = ctx.state.get("d_prev")
+        prev = ctx.state.d_prev
         kappa = 0.0 if prev is None else batch_kappa(d, prev, ctx.sigmas[i] - ctx.sigmas[i - 1])
-        ctx.state["d_prev"] = d
+        ctx.state.d_prev = d
         return kappa
 
     def _record(self, kappa: float, lam: float, nfe: int) -> None:
@@ -207,7 +222,7 @@ class SDMSolver(_AdaptiveBlend):
         # tau_k = 0 / inf hold by construction, whatever arithmetic those steps use
         if t == 0:  # into sigma = 0: Heun's own final Euler step once latched, else Euler
             lam = 1.0
-            out = (_HEUN if ctx.state.get("latched") else _EULER).step(D, x, i, ctx)
+            out = (_HEUN if ctx.state.latched else _EULER).step(D, x, i, ctx)
         elif lam == 1.0:
             out = _EULER.step(D, x, i, ctx)
         elif lam == 0.0:
@@ -232,7 +247,7 @@ class SDMDPMSolverPP(_AdaptiveBlend):
 
     def update_rule(self, h, ratios, ops, lam: float = 0.0):
         """(weights, nodes) of the blended step, nodes [0, -r0]; lam = 0 (the default) is DPM-Solver++(2M)."""
-        w2, nodes = _dpmpp_2m_rule(h, ratios[0], ops)
+        w2, nodes = dpmpp_2m_rule(h, ratios[0], ops)
         p1 = -ops.expm1(-h)
         return [lam * p1 + (1 - lam) * w2[0], (1 - lam) * w2[1]], nodes
 
@@ -242,19 +257,18 @@ class SDMDPMSolverPP(_AdaptiveBlend):
         D, calls = self._counting(denoiser, x, s)
         den = D(x, s)
         kappa = self._kappa(ode_derivative(x, den, s), i, ctx)
-        prev = ctx.state.get("den_prev")
-        ctx.state["den_prev"] = den
+        prev = ctx.state.den_prev
+        ctx.state.den_prev = den
         lam = self._lambda(i, n, kappa, ctx.state, has_history=prev is not None)
         if t == 0:  # x <- D(x, sigma), as `ddim` and `dpmpp_2m`
             self._record(kappa, 1.0, calls[0])
             return den
         if lam == 1.0:  # DPM-Solver++(1M): the `ddim` step itself
             out = _DDIM.step(D, x, i, ctx)
-        elif lam == 0.0:  # DPM-Solver++(2M): the `dpmpp_2m` step itself, on a history holding the previous D
-            out = _PP2M.step(D, x, i, StepContext(sigmas=ctx.sigmas, state={"history": [prev]}))
+        elif lam == 0.0:  # DPM-Solver++(2M): the `dpmpp_2m` update itself, given the history (D, D_prev)
+            out = _PP2M.update(x, ctx.sigmas, i, [den, prev], 2)
         else:
-            h = ctx.h(i)
-            weights, _ = self.update_rule(h, [ctx.h(i - 1) / h], MATH_OPS, lam=lam)
+            weights, _ = self.update_rule(ctx.h(i), _PP2M.ratios(ctx.sigmas, i, 1), MATH_OPS, lam=lam)
             out = combine((t / s) * x, weights, [den, prev])
         self._record(kappa, lam, calls[0])
         return out

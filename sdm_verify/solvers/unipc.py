@@ -25,14 +25,29 @@ point, 1 NFE (the pending correction would be multiplied by sigma_t/sigma_s = 0)
 
 from __future__ import annotations
 
-from .base import MATH_OPS, Solver, StepContext, combine
-from .deis import history_nodes, lagrange_basis, lambda_ratios
+from dataclasses import dataclass
+
+import torch
+
+from . import forms
+from .base import MATH_OPS, StepContext
+from .multistep import Multistep, MultistepState
+from .polynomials import history_nodes, lagrange_basis
 from .registry import register
 
 VARIANTS = ("bh1", "bh2")
 
 
-class UniPC(Solver):
+@dataclass
+class UniPCState(MultistepState):
+    """The history (D at the uncorrected grid points, newest first) and the step awaiting its corrector: its
+    (corrected) input x and its order."""
+
+    x: torch.Tensor | None = None
+    order: int = 0
+
+
+class UniPC(Multistep):
     """UniP-p predictor with optional UniC-p corrector (claimed global order p + 1 with it, p without)."""
 
     name = "unipc"
@@ -57,6 +72,7 @@ class UniPC(Solver):
         if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in steps):
             raise ValueError(f"disable_corrector_steps: must be non-negative step indices, got {steps!r}")
         self.variant, self.predictor_order, self.corrector = variant, order, corrector
+        self.history_size = order
         self.lower_order_final = bool(lower_order_final)
         self.disable_corrector_steps = tuple(sorted(set(steps)))
         self.order = order + 1 if corrector else order  # the claimed global order
@@ -106,9 +122,11 @@ class UniPC(Solver):
         return self._weights(h, nodes[1:], p, ops, shortcut=p == 1), nodes
 
     # ----------------------------------------------------------------------------------- stepping
-    def _step_order(self, i: int, n_steps: int) -> int:
-        p = min(self.predictor_order, i + 1)
-        return min(p, n_steps - i) if self.lower_order_final else p
+    def init_state(self) -> UniPCState:
+        return UniPCState()
+
+    def weights(self, h, ratios, k):
+        return self.update_rule(h, ratios, MATH_OPS, order=k)[0]
 
     def step(self, denoiser, x, i, ctx: StepContext):
         st, sig = ctx.state, ctx.sigmas
@@ -116,17 +134,15 @@ class UniPC(Solver):
         d = denoiser(x, s)
         if t == 0:
             return d
-        hist = st.setdefault("D", [])  # D at the (uncorrected) grid points, oldest first
         if self.corrector and i > 0 and (i - 1) not in self.disable_corrector_steps:
-            p = st["order"]
-            w, _ = self.corrector_rule(ctx.h(i - 1), lambda_ratios(sig, i - 1, p - 1), MATH_OPS, order=p)
-            x = combine((s / sig[i - 1]) * st["x"], w, hist[::-1][:p] + [d])
-        hist.append(d)
-        del hist[: -self.predictor_order]
-        p = self._step_order(i, len(sig) - 1)
-        w, _ = self.update_rule(ctx.h(i), lambda_ratios(sig, i, p - 1), MATH_OPS, order=p)
-        st["x"], st["order"] = x, p
-        return combine((t / s) * x, w, hist[::-1][:p])
+            p, r = st.order, sig[i - 1]
+            h = forms.step_size(self.symbolic_form, r, s)
+            w, _ = self.corrector_rule(h, self.ratios(sig, i - 1, p - 1), MATH_OPS, order=p)
+            x = forms.apply(self.symbolic_form, st.x, r, s / r, w, st.history[:p] + [d])
+        self.remember(st, d)
+        p = self.step_order(i, len(sig) - 1)
+        st.x, st.order = x, p
+        return self.update(x, sig, i, st.history, p)
 
 
 register("unipc", UniPC, variant="bh2", order=2, corrector=True)

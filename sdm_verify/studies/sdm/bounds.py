@@ -2,23 +2,24 @@
 
 Along a schedule sigma_0 > ... > sigma_K = sigma_end > 0, on the Euler path x_{i+1} = x_E(x_i) from x_0 ~ p_{sigma_0}:
     eta_i  = h_i ||f(x_E, s_{i+1}) - f(x_i, s_i)|| / 2       the official estimator (sdm_schedule), norms "mean"/"rms"
-    tau_i  = ||Phi_{s_i -> s_{i+1}}(x_i) - x_E||             the exact local error (rms; exact flow: closed form for
-                                                           a Gaussian, analytic.reference_flow (DOP853) otherwise)
+    tau_i  = ||Phi_{s_i -> s_{i+1}}(x_i) - x_E||             the exact local error (rms; analytic.exact_flow: closed
+                                                           form for a Gaussian, DOP853 reference otherwise)
     lte_i  = h_i^2 ||x''(x_i, s_i)|| / 2,   x'' = -(J_D eps + dD/dsigma)/sigma,  eps = x' = (x - D)/sigma
-                                             (J_D = target.denoiser_jacobian, dD/dsigma by forward-mode autodiff)
-Global bounds of the synchronous error at sigma_end (Lady Windermere's fan, theory.md §4), in the same units as W2:
+                                             (the oracle's exact calculus, analytic.calculus)
+Global bounds of the synchronous error at sigma_end (Lady Windermere's fan, docs/theory.md §8), in the same units as W2:
     B0 = sum_i e_i (plain sum; valid when the flow is contractive, as on a Gaussian),
     B1 = sum_i A_i e_i,  A_i = exp(int_{sigma_end}^{s_{i+1}} mu dsigma),  mu(sigma) = (lambda_max(sym J_D) - 1)/sigma,
 with e = eta (either norm) or tau. mu is maximised over the batch's points on the (piecewise linear) Euler path and
 integrated by panelled Gauss-Legendre in log sigma: a trajectory-wise estimate of the one-sided Lipschitz
-growth, NOT a rigorous sup over space (theory.md §4: worst-case constants are vacuous on mixtures; on separated
+growth, NOT a rigorous sup over space (docs/theory.md §8: worst-case constants are vacuous on mixtures; on separated
 modes the batch max grows with the batch size). On a Gaussian J_D is constant and A_i is the exact Lipschitz
 constant of the flow, so B1 is rigorous there.
 Norms: on a Gaussian target every path quantity is affine in x_0, so its rms over p_{sigma_0} is computed exactly
 from d + 1 probe points ("rms" keys are population values); otherwise rms and mean are over the batch.
-W2 of the sampler at sigma_end comes from sdm_verify.harness.meters: Bures (Gaussian), quantiles (1-D), and for d > 1
-mixtures the synchronous error against the DOP853 reference, an UPPER bound on W2: then R = bound / W2 is a
-LOWER bound on the true ratio. R < 1 means the bound is violated (or, with the sync meter, possibly violated).
+W2 of the sampler at sigma_end comes from harness.run.measure_run and the target's meter: Bures (Gaussian),
+quantiles (1-D), and for d > 1 mixtures the synchronous error against the DOP853 reference, an UPPER bound on W2:
+then R = bound / W2 is a LOWER bound on the true ratio. R < 1 means the bound is violated (or, with the sync
+meter, possibly violated).
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ import math
 
 import numpy as np
 import torch
-import torch.autograd.forward_ad as fwad
 
-from analytic import GaussianMixture, gaussian_flow_map, reference_flow
+from analytic import GaussianMixture, exact_flow
+from analytic.calculus import expansion_rate, second_derivative, velocity
 
 from ... import schedules, solvers
 from ...harness import targets
 from ...harness.meters import meter_for
 from ...harness.nfe import count_nfe
+from ...harness.run import decision_batch, freeze_decisions, measure_run
 from ...solvers.sdm import replay_lambdas, run_with_trace
 from .schedule import build_initial_schedule, euler_eta_path, resample
 
@@ -42,48 +44,11 @@ F64 = torch.float64
 BOUND_KEYS = ("B0_eta_rms", "B0_eta_mean", "B0_tau", "B1_eta_rms", "B1_eta_mean", "B1_tau")
 
 
-# ----------------------------------------------------------------------------------------- exact pieces
+# ------------------------------------------------------------------------------------------ reductions
 def _target(target) -> GaussianMixture:
     return targets.get(target) if isinstance(target, str) else target
 
 
-def exact_flow(target: GaussianMixture, x: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.Tensor:
-    """Phi_{sigma_from -> sigma_to}(x): closed form for a Gaussian, DOP853 reference (rtol 1e-12) otherwise."""
-    if sigma_from == sigma_to:
-        return x.clone()
-    if target.K == 1:
-        return gaussian_flow_map(target, x, sigma_from, sigma_to)
-    return reference_flow(target, x, sigma_from, sigma_to)
-
-
-def velocity(target, x, sigma) -> torch.Tensor:
-    """x' = dx/dsigma = (x - D(x, sigma))/sigma."""
-    return (x - target.denoiser(x, sigma)) / sigma
-
-
-def denoiser_dsigma(target, x, sigma: float) -> torch.Tensor:
-    """dD/dsigma at fixed x, by forward-mode automatic differentiation through the closed-form denoiser."""
-    s0 = torch.tensor(float(sigma), dtype=F64)
-    with fwad.dual_level():
-        out = target.denoiser(x, fwad.make_dual(s0, torch.ones_like(s0)))
-        return fwad.unpack_dual(out).tangent.clone()
-
-
-def second_derivative(target, x, sigma: float) -> torch.Tensor:
-    """x'' = d^2x/dsigma^2 along the PF-ODE: -(J_D eps + dD/dsigma)/sigma, eps = (x - D)/sigma (sdm_spec §4)."""
-    eps = velocity(target, x, sigma)
-    jac = target.denoiser_jacobian(x, sigma)
-    return -(torch.einsum("bij,bj->bi", jac, eps) + denoiser_dsigma(target, x, sigma)) / sigma
-
-
-def expansion_rate(target, x, sigma: float) -> float:
-    """max_b lambda_max(sym J_D(x_b, sigma)): mu = (this - 1)/sigma is the one-sided Lipschitz rate of the flow
-    run towards lower sigma (the variational equation is delta' = (I - J_D) delta / sigma)."""
-    jac = target.denoiser_jacobian(x, sigma)
-    return float(torch.linalg.eigvalsh(0.5 * (jac + jac.transpose(1, 2)))[:, -1].max())
-
-
-# ------------------------------------------------------------------------------------------ reductions
 def _norms(v):
     return v.reshape(v.shape[0], -1).norm(dim=1)
 
@@ -223,49 +188,43 @@ def _meter(target, sigma_from, sigma_to):
 
 
 def sampler_w2(target, sigmas, solver="euler") -> dict:
-    """W2 at sigmas[-1] of `solver` (a name or an instance) run from the exact p_{sigmas[0]}: {"w2", "nfe",
-    "metric"} ("bures_w2" and "w2_1d" are exact; "sync_rms" is an upper bound on W2)."""
+    """W2 at sigmas[-1] of `solver` (a name or an instance) run from the exact p_{sigmas[0]}, by
+    `harness.run.measure_run` (a solver that decides on the data is frozen on 128 draws first): {"w2", "nfe",
+    "metric", "status"} ("bures_w2" and "w2_1d" are exact; "sync_rms" is an upper bound on W2; a diverged run
+    gives w2 = inf and status "diverged")."""
     target = _target(target)
     sig = solvers.check_grid(sigmas)
     solver = solvers.get(solver) if isinstance(solver, str) else solver
-    meter = _meter(target, float(sig[0]), float(sig[-1]))
-    counted, runs = count_nfe(target.denoiser), [0]
-
-    def run(x):
-        runs[0] += 1
-        return solver(counted, x, sig)
-
-    w2 = meter.measure(run)
-    return {"w2": w2, "nfe": counted.nfe // max(runs[0], 1), "metric": meter.metric}
+    row = measure_run(solver, target, sig, float(sig[-1]), meter=_meter(target, float(sig[0]), float(sig[-1])))
+    return {"w2": row["error"], "nfe": row["nfe"], "metric": row["metric"], "status": row["status"]}
 
 
 def decide_lambdas(target, sigmas, *, solver="sdm", batch: int = 128, seed: int = 0, **params) -> dict:
-    """Run the adaptive solver on a realistic batch (batch exact draws of p_{sigmas[0]}) and return its decisions:
-    {"lambdas", "nfe" (counted), "j" (first step with lambda = 0, None if none), "trace"}."""
+    """Run the adaptive solver on a realistic batch (batch exact draws of p_{sigmas[0]}) and return its decisions
+    (`harness.run.freeze_decisions`): {"lambdas", "nfe" (counted), "j" (first step with lambda = 0, None if none),
+    "trace", "solver" (the solver replaying them)}."""
     target = _target(target)
     sig = solvers.check_grid(sigmas)
-    x = target.sample(batch, sigma=float(sig[0]), generator=torch.Generator().manual_seed(seed))
     counted = count_nfe(target.denoiser)
-    _, trace = run_with_trace(solvers.get(solver, **params), counted, x, sig)
-    lams = replay_lambdas(trace)
+    fixed, trace = freeze_decisions(solvers.get(solver, **params), counted, decision_batch(target, sig[0], batch, seed),
+                                    sig)
     j = next((r["i"] for r in trace if r["lambda"] == 0.0), None)
-    return {"lambdas": lams, "nfe": counted.nfe, "j": j, "trace": trace}
+    return {"lambdas": replay_lambdas(trace), "nfe": counted.nfe, "j": j, "trace": trace, "solver": fixed}
 
 
 def adaptive_w2(target, sigmas, *, solver="sdm", batch: int = 128, seed: int = 0, **params) -> dict:
     """W2 of the adaptive solver with its decisions (made on a batch) replayed on the meter's points."""
     dec = decide_lambdas(target, sigmas, solver=solver, batch=batch, seed=seed, **params)
-    replay = solvers.get(solver, **{**params, "lambdas": dec["lambdas"]})
-    res = sampler_w2(target, sigmas, replay)
+    res = sampler_w2(target, sigmas, dec["solver"])
     return {**res, "nfe_decided": dec["nfe"], "j": dec["j"]}
 
 
 # ------------------------------------------------------------------------------------------- schedules
 def sdm_base_schedule(target, sigma_min, sigma_max, *, batch: int = 128, seed: int = 0, n_grid: int = 18,
                       eta_min=2e-3, eta_max=2e-2, eta_p=1.0, norm="rms") -> dict:
-    """SDM's initial schedule and its Euler eta_i on a batch of exact p_{sigma_max} draws (spec §3.3-3.4), built once
+    """SDM's initial schedule and its Euler eta_i on a batch of exact p_{sigma_max} draws (docs/sdm.md §4), built once
     so that every N resamples the same path. Default eta ten times below the image defaults: the toy targets have
-    d <= 8, and eta is in absolute L2 units (the defaults give K = 2 on gauss-4d, spec §6 item 8)."""
+    d <= 8, and eta is in absolute L2 units (the defaults give K = 2 on gauss-4d, docs/sdm.md §6 (h))."""
     target = _target(target)
     x = target.sample(batch, sigma=sigma_max, generator=torch.Generator().manual_seed(seed))
     sig0, log = build_initial_schedule(target.denoiser, x, sigma_min, sigma_max, eta_min=eta_min, eta_max=eta_max,
@@ -383,7 +342,7 @@ def schedule_comparison(target, ns, *, names=("sdm", "edm", "logsnr"), solver_na
 def estimator_ratio(target, sigmas=(40.0, 5.0, 1.0, 0.3), rel_h=(0.1, 0.01), *, n: int = 512,
                     seed: int = 0) -> list[dict]:
     """Claim (d): eta / tau for one Euler step of size h = r sigma from exact draws of p_sigma, in both norms
-    (spec §6 item 4: 1.11 at r = 0.1 and 1.01 at r = 0.01 on a toy; expected 1 + O(h))."""
+    (docs/sdm.md §6 (d): 1.11 at r = 0.1 and 1.01 at r = 0.01 on a toy; expected 1 + O(h))."""
     target = _target(target)
     rows = []
     for s in sigmas:

@@ -1,6 +1,6 @@
 """SDM's Wasserstein-bounded schedule and its N-step resampling (Jo & Choi, arXiv 2602.12624; official code
 aiimaginglab/sdm: `ablation_sampler_adaptive_scheduling`, `calc_wasserstein_bound`, `n_step_resampling.py`,
-`resample_sigmas_uniform_cum_eta`; spec /work/shared/sdm_spec.md §3). Sees only a denoiser D(x, sigma).
+`resample_sigmas_uniform_cum_eta`; docs/sdm.md §4). Sees only a denoiser D(x, sigma).
 
 Local error proxy of one Euler step of the EDM ODE dx/dsigma = f(x, sigma) = (x - D)/sigma from (x, sigma) to
 sigma' = sigma - h (h > 0 is a step in sigma here, as in the code, not in lambda):
@@ -79,7 +79,7 @@ def _check_x(x):
     return x
 
 
-# ---------------------------------------------------------------------------------- §3.3 initial schedule
+# -------------------------------------------------------------------- docs/sdm.md §4 (c) initial schedule
 def _edm_bins(n_grid, sigma_min, sigma_max, rho):
     return [float(v) for v in schedules.edm(n_grid - 1, sigma_min, sigma_max, rho=rho)]
 
@@ -97,7 +97,7 @@ def _bin_index(grid: list[float], sigma: float) -> int:
 def build_initial_schedule(denoiser, x, sigma_min, sigma_max, *, eta_min=0.02, eta_max=0.20, eta_p=1.0,
                            norm="rms", n_grid=18, solver="euler", gamma=0.95, c_shrink=0.5, max_expand_bins=2,
                            max_shrink_iters=2, grid_snap=False, rho=7.0, max_steps=100_000):
-    """The eta-driven schedule (spec §3.3): from (x, sigma_max) to sigma_min, each step
+    """The eta-driven schedule (docs/sdm.md §4 (c)): from (x, sigma_max) to sigma_min, each step
       1. d = f(x, sigma) (1 NFE); budget eta = eta(sigma); trial step = one bin of the EDM rho grid of n_grid points;
       2. line search, 1 NFE per trial: S = ||f(x + (s_tr - sigma) d, s_tr) - d|| / h, eta_tr = h^2 S/2; while
          eta_tr <= eta grow the trial to 2 then 4 bins (not after a shrink), while eta_tr > eta halve it (twice at
@@ -182,7 +182,7 @@ def build_initial_schedule(denoiser, x, sigma_min, sigma_max, *, eta_min=0.02, e
     return torch.tensor(out + [0.0], dtype=F64), log
 
 
-# --------------------------------------------------------------------------------- §3.4 step 2: re-measure
+# -------------------------------------------------------------------------- docs/sdm.md §4 (d): re-measure
 def euler_eta_path(denoiser, x, sigmas, norm="rms") -> dict:
     """Walk `sigmas` with Euler from x (the batch at sigmas[0]) and measure each interval's proxy
     eta_i = h_i^2 S_i / 2, S_i = ||f(x_E, s_{i+1}) - f(x_i, s_i)|| / (h_i + 1e-12) (the code's calc_wasserstein_bound
@@ -214,11 +214,11 @@ def euler_eta_path(denoiser, x, sigmas, norm="rms") -> dict:
 
 
 def estimate_etas(denoiser, x, sigmas, norm="rms") -> torch.Tensor:
-    """Per-interval eta_i along `sigmas` with Euler (spec §3.4 step 2); 0 for a step into sigma = 0."""
+    """Per-interval eta_i along `sigmas` with Euler (docs/sdm.md §4 (d), step 1); 0 for a step into sigma = 0."""
     return euler_eta_path(denoiser, x, sigmas, norm)["etas"]
 
 
-# ---------------------------------------------------------------------------------- §3.4 step 3: resample
+# --------------------------------------------------------------------------- docs/sdm.md §4 (d): resample
 def resample(sigmas0, etas, n, power=0.5, q=0.1, rho=7.0, *, zero=True) -> torch.Tensor:
     """N-step resampling: equal shares of the cumulative weight L(sigma) along the initial schedule.
 

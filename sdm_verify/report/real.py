@@ -1,23 +1,22 @@
 """The real-model sections of the report, rebuilt from the store (rows and run records; no recomputation).
 
-Each recorded run (`run.run_real`) becomes one section: the setup and the reference's checked accuracy, the measured
-orders beside the same solvers' orders on the exact targets, SDM's pieces against the baselines at equal NFE, the
-sample-quality table and the figures (error vs NFE, a grid of samples).
+Each recorded run (`sdm_verify.real.run.run_real`) becomes one section: the setup and the reference's checked
+accuracy, the measured orders beside the same solvers' orders on the exact targets, SDM's pieces against the
+baselines at equal NFE, the sample-quality table and the figures (error vs NFE, a grid of samples). A real case
+agrees with its claim when |measured - claimed| <= REAL_TOL on the median trajectory's error.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
-import numpy as np
-
-from .. import report as theory_report
+from .. import solvers
 from ..harness.results import results_from, solver_family
-from ..report import _num, _slug, _table
-from .harness import BUDGETS, RealCase, case_from_rows, error_at_nfe
-from .run import RUNS_META
+from ..real.harness import BUDGETS, RealCase, case_from_rows, error_at_nfe
+from ..real.run import RUNS_META
+from .figures import convergence_figure, samples_figure
+from .tables import num, slug, table
 
 #: verdict tolerance on a real model: a trained field is smooth only approximately, and its reference is numerical
 REAL_TOL = 0.25
@@ -42,6 +41,7 @@ def _order(c: RealCase | None, rms: bool = False) -> str:
 
 
 def load_cases(store, record) -> list[RealCase]:
+    """The recorded run's cases whose rows are all in the store, rebuilt from those rows."""
     by_key = {r["key"]: r for r in store.rows(kind="real")}
     out = []
     for case in record["cases"]:
@@ -71,21 +71,21 @@ def side_by_side(cases: list[RealCase], theory_results) -> str:
         claimed = next(c.claimed for c in cases if c.solver == name)
         cells = [x for s in scheds for x in (_order(by.get((name, s))), _order(by.get((name, s)), rms=True))]
         verdicts = {_verdict(by[(name, s)]) for s in scheds if (name, s) in by}
-        rows.append([name, "—" if claimed is None else f"{claimed:g}", _num(exact.get(name)), *cells,
+        rows.append([name, "—" if claimed is None else f"{claimed:g}", num(exact.get(name)), *cells,
                      " / ".join(sorted(verdicts))])
     heads = [h for s in scheds for h in (f"real {s}: median trajectory", f"real {s}: RMS")]
-    return _table(["solver", "claimed", "exact targets (median)", *heads, f"real verdict (±{REAL_TOL})"], rows)
+    return table(["solver", "claimed", "exact targets (median)", *heads, f"real verdict (±{REAL_TOL})"], rows)
 
 
 def _slopes(cases: list[RealCase]) -> str:
     def fmt(fit):
-        return ", ".join(_num(x) for x in fit.slopes) if fit is not None and fit.slopes else "—"
+        return ", ".join(num(x) for x in fit.slopes) if fit is not None and fit.slopes else "—"
 
     rows = [[f"{c.solver} / {c.schedule}", " ".join(f"{e:.2e}" for e in c.median_errors), fmt(c.fit), fmt(c.fit_rms)]
             for c in cases]
-    table = _table(["solver / schedule", "median-trajectory errors", "local slopes (median)", "local slopes (RMS)"],
-                   rows)
-    return f"<details><summary>errors and local slopes</summary>\n\n{table}\n\n</details>"
+    body = table(["solver / schedule", "median-trajectory errors", "local slopes (median)", "local slopes (RMS)"],
+                 rows)
+    return f"<details><summary>errors and local slopes</summary>\n\n{body}\n\n</details>"
 
 
 def equal_nfe(cases: list[RealCase]) -> str:
@@ -100,7 +100,7 @@ def equal_nfe(cases: list[RealCase]) -> str:
             e = error_at_nfe(c, b)
             cells.append("—" if e is None else (f"**{e:.2e}**" if e == best[b] else f"{e:.2e}"))
         rows.append([f"{c.solver} / {c.schedule}", *cells])
-    return _table(["solver / schedule", *[f"NFE {b}" for b in budgets]], rows)
+    return table(["solver / schedule", *[f"NFE {b}" for b in budgets]], rows)
 
 
 QUALITY_COLUMNS = (("fd_feat", "FD features", 3), ("kid", "KID ×1e3", 3), ("fd_pix", "FD pixels", 3),
@@ -116,15 +116,13 @@ def _quality_table(rows: list[dict]) -> str:
         return "—" if v is None else f"{scale * v:.3g}"
 
     keys = [c for c in QUALITY_COLUMNS if any(c[0] in r for r in rows)]
-    return _table(["sampler", "NFE", "n", *[label for _, label, _ in keys]],
+    return table(["sampler", "NFE", "n", *[label for _, label, _ in keys]],
                   [[r["sampler"], str(r["nfe"] or "—"), str(r["n"]),
                     *[ci(r.get(k), 1e3 if k == "kid" else 1.0) for k, _, _ in keys]] for r in rows])
 
 
-def _figures(cases: list[RealCase], record: dict, out: Path, slug: str) -> list[tuple[Path, str]]:
+def _figures(cases: list[RealCase], record: dict, out: Path, name: str) -> list[tuple[Path, str]]:
     """One error-vs-NFE figure per schedule, one panel per solver family (as the theory figures)."""
-    from .. import solvers
-
     figs = []
     for schedule in dict.fromkeys(c.schedule for c in cases):
         pairs = []
@@ -134,32 +132,11 @@ def _figures(cases: list[RealCase], record: dict, out: Path, slug: str) -> list[
                         family=solver_family(solvers.get(c.solver)))
             pairs.append((case, [dict(r, error=r.get("error_median", r["error"]), metric="median trajectory RMS")
                                  for r in c.rows]))
-        path = out / f"real-{slug}-{schedule}.png"
-        theory_report.convergence_figure(results_from(pairs), path,
+        path = out / f"real-{name}-{schedule}.png"
+        convergence_figure(results_from(pairs), path,
                                          f"{record['model']} ({record['settings']['dtype']}), {schedule} grid")
         figs.append((path, f"error vs NFE on {record['model']}, {schedule} grid"))
     return figs
-
-
-def _samples_figure(grid: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = grid.shape[0]
-    ncol = 10
-    nrow = math.ceil(n / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * 0.6, nrow * 0.6 + 0.4))
-    for k, ax in enumerate(np.atleast_1d(axes).flat):
-        ax.axis("off")
-        if k < n:
-            img = grid[k]
-            img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
-            ax.imshow(np.clip((img + 1) / 2, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _shown(source: str) -> str:
@@ -229,19 +206,20 @@ def section(store, record: dict, theory_results, out: Path) -> tuple[str, str, l
                   "(memorisation shows as a distance well below the held-out row's).", "",
                   _quality_table(record["quality"])]
     figs = []
-    slug = _slug(f"{record['model']}-{s['dtype']}")[:60]
+    name = slug(f"{record['model']}-{s['dtype']}")[:60]
     if cases:
-        figs += _figures(cases, record, out, slug)
+        figs += _figures(cases, record, out, name)
     blob = store.get_blob(record["samples_blob"]) if record.get("samples_blob") else None
     if blob is not None:
-        spath = out / f"real-{slug}-samples.png"
+        spath = out / f"real-{name}-samples.png"
         q = (record.get("quality") or [{}])[0]
-        _samples_figure(blob.reshape(-1, *record["shape"]), spath, f"{q.get('sampler', 'samples')}")
+        samples_figure(blob.reshape(-1, *record["shape"]), spath, f"{q.get('sampler', 'samples')}")
         figs.append((spath, "samples"))
     return title, "\n".join(lines), figs
 
 
 def real_sections(store, theory_results, out) -> list[tuple[str, str, list]]:
+    """(title, markdown, figures) of every real run recorded in `store`; figures drawn into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return [section(store, store.get_meta(k), theory_results, out) for k in store.get_meta(RUNS_META, [])

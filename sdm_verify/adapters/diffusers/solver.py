@@ -1,0 +1,283 @@
+"""A diffusers scheduler as a suite solver: `DiffusersSolver`, built by `scheduler_solver(cls_or_name, config, ...)`.
+
+A contributor's scheduler (a `diffusers.SchedulerMixin` class and its JSON config) is driven exactly as a pipeline
+drives it (`set_timesteps`, then per timestep `scale_model_input`, the model, `step`), with a fake model in place of
+the network: from the (input, timestep) the scheduler hands it, the fake model recovers the canonical state
+x = input / input_scale(process, sigma), calls the oracle's denoiser D(x, sigma) and returns what a perfect network
+of the scheduler's `prediction_type` would return (conventions.py). The result is a `Solver`, solver(denoiser, x,
+sigmas) -> x in canonical (EDM) variables (Karras et al. 2022, Eq. 1-3), whose capabilities (claimed order, NFE,
+final step, processes, equivalent registered solver) come from the scheduler class's profile (profiles.py). The
+sigma grid is imposed on the scheduler (grid="harness") or chosen by it (grid="native"; grids.py), and float64 runs
+stay float64 through `step` unless keep_float64=False (float64.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import warnings
+
+import numpy as np
+import torch
+
+from ...errors import SolverDivergedError
+from ...grid import check_grid
+from ...solvers.base import Solver, all_finite
+from .conventions import flow_sigma, input_scale, model_output, sample_scale
+from .dependency import load_diffusers, quiet
+from .float64 import F64, guard, plain
+from .grids import GRIDS, NativeSchedule, TimestepLookup, heun_layout
+from .profiles import PROFILES, supported
+
+
+def _format_value(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v, default=str)
+
+
+class DiffusersSolver(Solver):
+    """A diffusers scheduler behind the solver interface (module docstring). Build with `scheduler_solver`.
+
+    Declared capabilities (read by the harness and the conformance check): `name` ("diffusers:Class{changed
+    config}"), `order` (the scheduler's claim), `final_step`, `nfe(n)` / `nfe_to_zero(n)`, `steps_into_zero`,
+    `processes` with `with_process(p)`, `sigma_range` (grid="native": the training table's; else None),
+    `equivalent` / `equivalent_params` (the registered solver with the same update; `equivalent_solver()` is the
+    interface's default), and `notes` (the config's heuristics that change the order, and diffusers' deprecation
+    warnings)."""
+
+    def __init__(self, cls, config: dict, process: str | None, grid: str, keep_float64: bool, _switch: bool = False):
+        diffusers = load_diffusers()
+        if not (inspect.isclass(cls) and issubclass(cls, diffusers.SchedulerMixin)):
+            raise ValueError(f"cls_or_name: expected a diffusers scheduler class (a SchedulerMixin), got {cls!r}")
+        if cls.__name__ not in PROFILES:
+            raise ValueError(f"cls_or_name: no adapter for diffusers.{cls.__name__} (stochastic or unsupported); "
+                             f"supported: {', '.join(supported())}")
+        if grid not in GRIDS:
+            raise ValueError(f"grid: expected one of {GRIDS} (got {grid!r})")
+        if not isinstance(keep_float64, bool):
+            raise ValueError(f"keep_float64: expected a bool (got {keep_float64!r})")
+        if config is None:
+            config = {}
+        if not isinstance(config, dict):
+            raise ValueError(f"config: expected a dict (a JSON object), got {type(config).__name__}")
+        accepted = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                    if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        unknown = sorted(set(config) - set(accepted))
+        if unknown:
+            raise ValueError(f"config: unknown key(s) {unknown} for {cls.__name__}; accepted: {', '.join(accepted)}")
+        self.cls, self.profile = cls, PROFILES[cls.__name__]
+        self.user_config, self.grid, self.keep_float64 = dict(config), grid, keep_float64
+
+        base = self._construct(self.user_config, record=True)  # validates the contributor's config
+        defaults = dict(base.config)
+        self.processes: tuple[str, ...] = self.profile.processes(defaults)
+        if process is None:
+            process = self.profile.process_of(defaults)
+        elif process not in self.processes:
+            raise ValueError(f"process: {cls.__name__} supports {', '.join(self.processes)} (got {process!r})")
+        changes = self.profile.process_config(process)
+        if not _switch:
+            clash = {k: config[k] for k, v in changes.items() if k in config and config[k] != v}
+            if clash:
+                raise ValueError(f"process: {process!r} needs {changes}, but the config sets {clash}")
+        self.process, self.config = process, {**self.user_config, **changes}
+        sched = self._construct(self.config)
+        self.effective_config = dict(sched.config)
+        cfg = self.effective_config
+        self.profile.check(cfg)
+        self._sigma_data = self.profile.sigma_data(cfg)
+
+        shown = {**self.user_config, **{k: v for k, v in changes.items() if defaults.get(k) != v}}
+        inner = ",".join(f"{k}={_format_value(v)}" for k, v in sorted(shown.items()))
+        self.name = f"diffusers:{cls.__name__}" + (f"{{{inner}}}" if inner else "")
+        self.order = self.profile.order(cfg)
+        eq = self.profile.equivalent(cfg)
+        self.equivalent, self.equivalent_params = (eq[0], dict(eq[1])) if eq else (None, {})
+        self.final_step = self.profile.final_step
+        self.notes = list(self._warnings) + self.profile.notes(cfg)
+        if self.profile.float32_cast:
+            self.notes.append("step() casts the sample to float32" + (
+                "; the adapter keeps float64 (keep_float64=True)" if keep_float64 else ": float32 round-off"))
+        self.sigma_range = self.profile.sigma_range(sched, cfg) if grid == "native" else None
+
+    # ------------------------------------------------------------------ construction
+    def _construct(self, config: dict, record: bool = False):
+        """cls(**config); record=True keeps diffusers' deprecation warnings (FutureWarning) in `_warnings`."""
+        with warnings.catch_warnings(record=True) as caught, contextlib.ExitStack() as stack:
+            warnings.simplefilter("always")
+            if not record:
+                stack.enter_context(quiet())
+            try:
+                sched = self.cls(**config)
+            except (ValueError, TypeError, NotImplementedError, AssertionError, KeyError) as exc:
+                raise ValueError(f"config: {self.cls.__name__} rejected {config}: {exc}") from None
+        if record:
+            self._warnings = sorted({str(w.message).strip() for w in caught if issubclass(w.category, FutureWarning)})
+        return sched
+
+    def _scheduler(self, n: int, final_zero: bool | None):
+        """A fresh scheduler after set_timesteps(n); final_zero (harness) sets final_sigmas_type to match the grid."""
+        config = dict(self.config)
+        if final_zero is not None:
+            mode = self.profile.final_zero
+            if mode == "never" and final_zero:
+                raise ValueError(f"sigmas: {self.cls.__name__} cannot take a step into sigma = 0 ({self.final_step}); "
+                                 "end the grid at sigma_min > 0")
+            if mode == "config" and "final_sigmas_type" in self.effective_config:
+                config["final_sigmas_type"] = "zero" if final_zero else "sigma_min"
+        try:
+            sched = self._construct(config)
+        except ValueError as exc:
+            if final_zero:
+                raise ValueError(f"sigmas: a grid ending in 0 needs final_sigmas_type='zero' ({exc})") from None
+            raise
+        with quiet():
+            sched.set_timesteps(n)
+        return sched
+
+    # ------------------------------------------------------------------ declared capabilities
+    def params(self) -> dict:
+        """What distinguishes this configured instance: the scheduler class, its config, process, grid, float64."""
+        return {"scheduler": self.cls.__name__, "config": dict(self.user_config), "process": self.process,
+                "grid": self.grid, "keep_float64": self.keep_float64}
+
+    def with_process(self, process: str) -> DiffusersSolver:
+        """The same scheduler and config with the network of another process (prediction type / flow sigmas)."""
+        if process not in self.processes:
+            raise ValueError(f"process: {self.cls.__name__} supports {', '.join(self.processes)} (got {process!r})")
+        return DiffusersSolver(self.cls, self.user_config, process, self.grid, self.keep_float64, _switch=True)
+
+    @property
+    def steps_into_zero(self) -> bool:
+        """Whether the scheduler can take a final step into sigma = 0 (DEIS cannot: its schedule ends above 0)."""
+        return self.profile.final_zero != "never"
+
+    def nfe(self, n_steps: int) -> int:
+        """Model calls for n steps on a grid ending above 0."""
+        return 2 * n_steps if self.profile.layout == "heun" else n_steps
+
+    def nfe_to_zero(self, n_steps: int) -> int:
+        """Model calls for n steps, the last into sigma = 0."""
+        return 2 * n_steps - 1 if self.profile.layout == "heun" else n_steps
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, denoiser, x: torch.Tensor, sigmas, callback=None) -> torch.Tensor:
+        if callback is not None:
+            raise ValueError("callback: the scheduler drives its own loop; per-step callbacks are not supported")
+        if self.grid == "native":
+            grid = torch.as_tensor(sigmas, dtype=F64)
+            n = grid.numel() - 1
+            native = self.native_sigmas(n)
+            if grid.shape != native.shape or not torch.allclose(grid, native, rtol=1e-12, atol=0.0):
+                raise ValueError(f"sigmas: grid='native' runs the scheduler's own grid; pass solver.native_sigmas({n})")
+            return self._native(denoiser, x, n)[0]
+        return self._harness(denoiser, x, check_grid(sigmas))
+
+    def native_schedule(self, n: int) -> NativeSchedule:
+        """The scheduler's own schedule for n steps (its config as given), with the model-side sigmas."""
+        sched = self._scheduler(n, None)
+        cfg = self.effective_config
+        upd = sched.sigmas.double().numpy()
+        if self.profile.sigma_is_flow_time(cfg):
+            upd = np.array([flow_sigma(float(t)) for t in upd])
+        ts = sched.timesteps
+        model = [self.profile.model_sigma(sched, cfg, float(t)) for t in ts]
+        path = upd if self.profile.layout != "heun" else np.concatenate([upd[:1], upd[1::2]])
+        return NativeSchedule(torch.tensor(path, dtype=F64), ts.clone(), torch.tensor(upd[: len(ts)], dtype=F64),
+                              torch.tensor(model, dtype=F64))
+
+    def native_sigmas(self, n: int) -> torch.Tensor:
+        """The EDM sigmas the sample passes through on the scheduler's own n-step grid (may end in 0; DEIS with
+        use_karras_sigmas repeats its last sigma)."""
+        return self.native_schedule(n).sigmas
+
+    def _wrap(self, x):
+        return guard(x) if self.keep_float64 else x
+
+    def _fake_model(self, denoiser, sigma_of):
+        process, sd = self.process, self._sigma_data
+
+        def model(inp, t):
+            sigma = sigma_of(t)
+            x = plain(inp) / input_scale(process, sigma, sd)
+            return model_output(process, x, denoiser(x, sigma), sigma, sd)
+
+        return model
+
+    def _loop(self, sched, model, x, sigma_start: float, sigma_end: float) -> torch.Tensor:
+        conv = self.profile.sample_convention(self.effective_config)
+        scale0 = sample_scale(conv, sigma_start)
+        if scale0 == 0:
+            raise ValueError(f"sigmas: {self.cls.__name__} starts at sigma = inf (t = 1): there is no canonical state "
+                             "to start from")
+        sample = self._wrap(x * scale0)
+        scale_input = getattr(sched, "scale_model_input", None)  # FlowMatchEulerDiscrete has none
+        with quiet():
+            for i, t in enumerate(sched.timesteps):
+                inp = scale_input(sample, t) if scale_input is not None else sample
+                out = model(inp, t)
+                sample = self._wrap(sched.step(out, t, sample, return_dict=False)[0])
+                if not all_finite(plain(sample)):
+                    raise SolverDivergedError(self.name, i, self._sigma_after(sched, i), "non-finite sample")
+        return plain(sample) / sample_scale(conv, sigma_end)
+
+    def _sigma_after(self, sched, i: int) -> float:
+        """The EDM sigma the scheduler steps to at model call i (for error messages)."""
+        s = float(sched.sigmas[min(i + 1, len(sched.sigmas) - 1)])
+        return flow_sigma(s) if self.profile.sigma_is_flow_time(self.effective_config) else s
+
+    def _harness(self, denoiser, x, grid: torch.Tensor) -> torch.Tensor:
+        n, cfg = grid.numel() - 1, self.effective_config
+        ends_zero = bool(grid[-1] == 0)
+        sched = self._scheduler(n, ends_zero)
+        g = grid.numpy()
+        positive = g[g > 0]
+        ts = np.asarray(self.profile.harness_timesteps(sched, cfg, positive), dtype=np.float64)
+        if np.any(np.diff(ts) == 0):
+            raise ValueError("sigmas: two grid points map to the same timestep")
+        lookup = TimestepLookup(self.cls.__name__, ts, positive)
+        sig = g / (1.0 + g) if self.profile.sigma_is_flow_time(cfg) else g
+        steps = ts[:n]
+        if self.profile.layout == "heun":
+            sig, steps = heun_layout(sig, ts, ends_zero)
+        sched.sigmas = torch.tensor(sig, dtype=F64)
+        sched.timesteps = torch.tensor(steps, dtype=F64)
+        return self._loop(sched, self._fake_model(denoiser, lookup), x, float(g[0]), float(g[-1]))
+
+    def _native(self, denoiser, x, n: int):
+        sched = self._scheduler(n, None)
+        cfg = self.effective_config
+        path = self.native_sigmas(n)
+        model = self._fake_model(denoiser, lambda t: self.profile.model_sigma(sched, cfg, float(t)))
+        return self._loop(sched, model, x, float(path[0]), float(path[-1])), path
+
+    def __repr__(self) -> str:
+        return f"DiffusersSolver({self.name!r}, process={self.process!r}, grid={self.grid!r})"
+
+
+def native_run(solver: DiffusersSolver, denoiser, x_edm: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `solver`'s scheduler on its own n-step grid from x_edm (canonical state at native_sigmas(n)[0]); returns
+    (canonical x at the grid's end, the EDM sigmas of the path)."""
+    if not isinstance(solver, DiffusersSolver):
+        raise ValueError(f"solver: expected a DiffusersSolver (from scheduler_solver), got {type(solver).__name__}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int number of steps (got {n!r})")
+    return solver._native(denoiser, x_edm, n)
+
+
+def scheduler_solver(cls_or_name, config: dict | None = None, process: str | None = None, grid: str = "harness",
+                     keep_float64: bool = True) -> DiffusersSolver:
+    """A diffusers scheduler as a solver(denoiser, x, sigmas) -> x in EDM variables (module docstring).
+
+    cls_or_name: a scheduler class or its name in `diffusers` (e.g. "DPMSolverMultistepScheduler"); config: its
+    constructor keywords (JSON config); process: the network's parameterization (None: from the config); grid:
+    "harness" (impose the given sigma grid) or "native" (the scheduler's own timesteps).
+    """
+    diffusers = load_diffusers()
+    cls = cls_or_name
+    if isinstance(cls_or_name, str):
+        cls = getattr(diffusers, cls_or_name, None)
+        if cls is None:
+            raise ValueError(f"cls_or_name: diffusers has no scheduler named {cls_or_name!r}; supported: "
+                             f"{', '.join(supported())}")
+    return DiffusersSolver(cls, config, process, grid, keep_float64)
