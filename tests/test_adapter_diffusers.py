@@ -359,24 +359,33 @@ def test_counted_nfe_matches_declared(gmm, name):
 def test_unipc_into_zero_findings(gmm, x80):
     """Findings, into sigma = 0 (lambda_t = +inf, h = inf):
     - lower_order_final=False: the last predictor keeps order 2, whose rk = (lambda_{s-1} - lambda_s)/h is 0, so
-      D1 = (m_1 - m_0)/rk is inf and the output NaN;
-    - solver_type="bh1": B(h) = -h = -inf multiplies the first-order step's zero residual: NaN, with the default
-      config (final_sigmas_type="zero") in a plain diffusers loop too.
+      D1 = (m_1 - m_0)/rk is infinite and so is every output (+inf or -inf, not NaN), with solver_type "bh1" and
+      the default "bh2" alike (measured in a plain diffusers loop, diffusers 0.42.1);
+    - solver_type="bh1" with the default lower_order_final=True: B(h) = -h = -inf multiplies the first-order step's
+      zero residual: NaN, with the default config (final_sigmas_type="zero") in a plain diffusers loop too.
     The registered UniPC takes x <- D there; diffusers' default bh2 with lower_order_final gives the same."""
     grid = edm(16, zero=True)
     for config in ({"lower_order_final": False}, {"solver_type": "bh1"}):
         solver = ds.scheduler_solver("UniPCMultistepScheduler", config)
-        assert any("NaN" in note for note in solver.notes)
+        assert any("NaN" in note or "inf" in note for note in solver.notes)
         with pytest.raises(SolverDivergedError):
             solver(gmm.denoiser, x80, grid)
         assert torch.isfinite(solver.equivalent_solver()(gmm.denoiser, x80, grid)).all()
     assert torch.isfinite(ds.scheduler_solver("UniPCMultistepScheduler")(gmm.denoiser, x80, grid)).all()
-    sched = diffusers.UniPCMultistepScheduler(solver_type="bh1")  # as shipped: float32, its own 10-step grid
-    sched.set_timesteps(10)
-    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
-    for t in sched.timesteps:
-        x = sched.step(0.1 * x, t, x).prev_sample
-    assert torch.isnan(x).all()
+
+    def plain_loop(**config):  # as shipped: float32, its own 10-step grid into sigma = 0
+        sched = diffusers.UniPCMultistepScheduler(**config)
+        sched.set_timesteps(10)
+        x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+        for t in sched.timesteps:
+            x = sched.step(0.1 * x, t, x).prev_sample
+        return x
+
+    assert torch.isnan(plain_loop(solver_type="bh1")).all()
+    for solver_type in ("bh1", "bh2"):
+        x = plain_loop(solver_type=solver_type, lower_order_final=False)
+        assert torch.isinf(x).all() and not torch.isnan(x).any(), (solver_type, x)
+    assert torch.isfinite(plain_loop()).all()  # the default (bh2, lower_order_final=True)
 
 
 def test_attributes_and_names():

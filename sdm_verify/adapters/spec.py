@@ -3,7 +3,7 @@
     NAME                      a registered sdm_verify solver (sdm_verify.solvers.available())
     module:attr               an importable callable solver(denoiser, x, sigmas) -> x, a class (instantiated without
                               arguments) or an instance; attr may be dotted
-    diffusers:ClassName       a diffusers scheduler driven by sdm_verify.adapters.diffusers_scheduler; `config` is
+    diffusers:ClassName       a diffusers scheduler driven by sdm_verify.adapters.diffusers; `config` is
                               its JSON config (dict)
     kdiffusion:sample_name    a k-diffusion sampler (also `k-diffusion:`); `config` holds its keyword arguments
                               (e.g. {"eta": 0})

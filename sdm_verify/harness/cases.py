@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .. import solvers
 from .convergence import OrderMeasurement, fit_rows
 from .store import ResultStore
-from .sweep import Cell, run_cells, solver_for
+from .sweep import Cell, registered_solver, run_cells
 
 #: nested grids per target: (claimed order <= 2, claimed order >= 3). The Gaussian is cheap (5 probe points) and its
 #: high-order cases need N = 2048 (DPM-Solver-3: an error cancellation near N = 128 delays the window to 512..2048).
@@ -56,17 +56,11 @@ def _all(name: str) -> bool:
 
 
 def _low_order(name: str) -> bool:
-    return float(solvers.get(name, **_process_kw(name)).order) <= 2
+    return float(registered_solver(name).order) <= 2
 
 
 def _native(name: str) -> bool:
     return solvers.needs_process(name)
-
-
-def _process_kw(name: str) -> dict:
-    from analytic import processes
-
-    return {"process": processes.get("ve")} if solvers.needs_process(name) else {}
 
 
 #: the default matrix, (target, process, schedule, which solvers): every solver on the Gaussian and the 8-d mixture
@@ -101,7 +95,7 @@ class Case:
 
     @property
     def claimed(self) -> float:
-        return float(solver_for(Cell(self.target, self.solver, self.schedule, 2, self.process).config()).order)
+        return float(registered_solver(self.solver, self.process).order)
 
     wide: bool = False
 

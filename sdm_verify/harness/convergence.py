@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import solvers
 from .meters import meter_for
 from .orders import OrderFit, fit_order
 from .run import measure_run
 from .store import ResultStore
-from .sweep import SIGMA_MAX, SIGMA_MIN, Cell, grid_for, run_cells
+from .sweep import SIGMA_MAX, SIGMA_MIN, Cell, grid_for, run_cells, solver_for
 
 DEFAULT_NS = (32, 64, 128, 256)
 
@@ -102,14 +103,10 @@ def measure_order(solver, target, process: str = "ve", schedule: str = "edm", ns
         rows = run_cells(cells, store, progress=progress, desc=f"{solver} {target}")
         name = solver
         if claimed is None:
-            from .sweep import solver_for
-
-            claimed = getattr(solver_for(cells[0].config()), "order", None)
+            claimed = solver_for(cells[0].config()).order
     else:
         if isinstance(solver, str):
-            from .. import solvers as registry
-
-            solver = registry.get(solver, **(solver_params or {}))
+            solver = solvers.get(solver, **(solver_params or {}))
         name = getattr(solver, "name", getattr(solver, "__name__", type(solver).__name__))
         if claimed is None:
             claimed = getattr(solver, "order", None)

@@ -26,6 +26,8 @@ import torch
 from analytic import GaussianMixture, reference_flow
 from analytic.wasserstein import bures_w2, sync_error, w2_1d
 
+from . import targets
+
 F64 = torch.float64
 Run = Callable[[torch.Tensor], torch.Tensor]
 
@@ -116,6 +118,4 @@ def meter_for(target: GaussianMixture, sigma_from: float, sigma_to: float, **kw)
 @lru_cache(maxsize=64)
 def cached_meter(target_name: str, sigma_from: float, sigma_to: float) -> Meter:
     """Meters of the embedded targets, built once per process (the DOP853 reference is the expensive part)."""
-    from .targets import get
-
-    return meter_for(get(target_name), sigma_from, sigma_to)
+    return meter_for(targets.get(target_name), sigma_from, sigma_to)

@@ -81,11 +81,18 @@ def grid_for(cfg: dict) -> torch.Tensor:
     return schedules.get(cfg["schedule"])(cfg["n"], cfg["sigma_min"], cfg["sigma_max"], zero=cfg["final"], **params)
 
 
+def registered_solver(name: str, process: str = "ve", params: dict | None = None):
+    """The registered solver `name` configured with `params`; a solver that integrates in a process's own time is
+    given the oracle's `process` ("any": VE), every other solver ignores it."""
+    params = dict(params or {})
+    if name in _NEEDS_PROCESS:
+        params["process"] = oracle_processes.get(process if process != "any" else "ve")
+    return solvers.get(name, **params)
+
+
 def solver_for(cfg: dict):
-    params = dict(cfg.get("solver_params") or {})
-    if cfg["solver"] in _NEEDS_PROCESS:
-        params["process"] = oracle_processes.get(cfg["process"] if cfg["process"] != "any" else "ve")
-    return solvers.get(cfg["solver"], **params)
+    """The solver of a cell configuration."""
+    return registered_solver(cfg["solver"], cfg["process"], cfg.get("solver_params"))
 
 
 def code_for(cfg: dict) -> dict:

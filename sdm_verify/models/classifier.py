@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .digits import load_digits_images
+
 __all__ = ["TrainSettings", "DigitsClassifier", "train_digits_classifier", "digits_classifier", "as_images"]
 
 N_CLASSES = 10
@@ -134,8 +136,6 @@ class DigitsClassifier(nn.Module):
 
 
 def _training_data() -> tuple[torch.Tensor, torch.Tensor]:
-    from .digits import load_digits_images
-
     images, labels = load_digits_images("train", dtype=torch.float64)
     return images, labels
 

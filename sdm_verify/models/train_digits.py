@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import schedules, solvers
 from . import architectures
 from .digits import digits_checkpoint, load_digits_images, measure_sigma_data, save_image_grid
 from .own import save_denoiser
@@ -72,8 +73,6 @@ def edm_loss(model, x0: torch.Tensor, sigma_data: float, gen: torch.Generator,
 @torch.no_grad()
 def sample(model, n: int = 100, steps: int = 18, seed: int = SAMPLE_SEED) -> torch.Tensor:
     """n samples of `model` (run in float64): EDM Heun on the EDM rho = 7 grid, 80 -> 0.002 then a step into 0."""
-    from .. import schedules, solvers
-
     model = copy.deepcopy(model).double().eval()
     shape = (n, model.net.conv_in.in_channels, 8, 8)
     gen = torch.Generator().manual_seed(seed)

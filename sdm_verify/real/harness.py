@@ -17,6 +17,7 @@ decisions on every batch and shard, so a measured run is one deterministic solve
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import statistics
@@ -175,8 +176,6 @@ class RealHarness:
         if dtype == self.dtype or not hasattr(self.model, "to") or getattr(self.model, "dtype", dtype) == dtype:
             return self.model
         if dtype not in self._copies:
-            import copy
-
             self._copies[dtype] = copy.deepcopy(self.model).to(dtype=dtype)
         return self._copies[dtype]
 

@@ -19,6 +19,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
+import torch
+
+from ..models.classifier import as_images, digits_classifier
+from ..models.digits import load_digits_images
 
 __all__ = [
     "gaussian_stats",
@@ -253,8 +257,6 @@ def nn_distance(x, ref, exclude_self: bool = False) -> np.ndarray:
 
     exclude_self: x and ref are the same set; skip the zero distance of each point to itself.
     """
-    from ..models.classifier import as_images
-
     a = as_images(x, "x").reshape(-1, 64).numpy()
     r = as_images(ref, "ref").reshape(-1, 64).numpy()
     if exclude_self and a.shape != r.shape:
@@ -267,10 +269,6 @@ def nn_distance(x, ref, exclude_self: bool = False) -> np.ndarray:
 
 
 def _train_images() -> np.ndarray:
-    import torch
-
-    from ..models.digits import load_digits_images
-
     return load_digits_images("train", dtype=torch.float64)[0].numpy()
 
 
@@ -317,11 +315,6 @@ def sample_quality(samples, reference="test", classifier=None, n_boot: int = 200
                               when the reference is the training set)
         n_samples, n_reference, reference, n_boot, level, fd_method
     """
-    import torch
-
-    from ..models.classifier import as_images, digits_classifier
-    from ..models.digits import load_digits_images
-
     if fd_method not in ("percentile", "basic"):
         raise ValueError(f"fd_method: expected 'percentile' or 'basic', got {fd_method!r}")
     x = as_images(samples, "samples").numpy()

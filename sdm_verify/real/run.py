@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .. import solvers
+from .. import schedules, solvers
+from ..harness.nfe import count_nfe
+from ..models.digits import load_digits_images
+from . import quality as q
 from .distributed import Context, exact_precision
 from .harness import (
     DEFAULT_NS,
@@ -26,6 +31,7 @@ from .harness import (
     REAL_VERSION,
     RealHarness,
     RealSettings,
+    start_points,
 )
 
 RUNS_META = "real_runs"
@@ -52,10 +58,6 @@ def run_key(model_id: str, dtype: str) -> str:
 
 def _sample(harness: RealHarness, solver: str, schedule: str, steps: int, seeds) -> tuple[torch.Tensor, int]:
     """Full-sampler samples (last step into 0) for `seeds`, in the model's dtype; returns (samples, NFE)."""
-    from .. import schedules
-    from ..harness.nfe import count_nfe
-    from .harness import start_points
-
     s = harness.s
     grid = schedules.get(schedule)(steps, s.sigma_min, s.sigma_max, zero=True)
     sol = solvers.get(solver)
@@ -73,10 +75,6 @@ def quality(harness: RealHarness, ctx: Context, n_samples: int, boot: int, progr
     classifier); None for other models."""
     if tuple(harness.shape) != (1, 8, 8):
         return None
-    from tqdm.auto import tqdm
-
-    from . import quality as q
-
     seeds = ctx.shard(list(range(10_000, 10_000 + n_samples)))  # disjoint from the order seeds
     rows, grid_samples = [], None
     for solver, schedule, steps in tqdm(QUALITY_SAMPLERS, desc="sample quality", leave=False,
@@ -90,8 +88,6 @@ def quality(harness: RealHarness, ctx: Context, n_samples: int, boot: int, progr
                              **q.sample_quality(x.double(), reference="train", n_boot=boot)))
     if not ctx.is_main:
         return None
-    from ..models.digits import load_digits_images
-
     real = load_digits_images("test", dtype=torch.float64)[0]
     rows.append(dict(sampler="held-out real digits (test split, other writers)", nfe=0, n=int(real.shape[0]),
                      **q.sample_quality(real, reference="train", n_boot=boot)))
@@ -103,8 +99,6 @@ def quality(harness: RealHarness, ctx: Context, n_samples: int, boot: int, progr
 
 def _plain(obj):
     """JSON-safe copy of a quality row (numpy scalars and arrays to Python numbers and lists)."""
-    import numpy as np
-
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

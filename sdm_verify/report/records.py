@@ -14,7 +14,7 @@ from ..harness import cases as theory
 from ..harness import verdicts
 from ..harness.results import CaseResult, results_from, solver_family
 from ..harness.store import ResultStore, config_key
-from ..harness.sweep import SIGMA_MAX, SIGMA_MIN, SWEEP_VERSION, Cell, solver_for
+from ..harness.sweep import SIGMA_MAX, SIGMA_MIN, SWEEP_VERSION, Cell, registered_solver
 from .meta_keys import RUN_META, SYMBOLIC_META
 
 
@@ -23,7 +23,7 @@ def case_record(case: theory.Case, ns=None) -> dict:
     store keys, so a later SWEEP_VERSION does not orphan them) and to draw it, without solver code."""
     ns = [int(n) for n in (ns or case.ns())]
     try:
-        family = solver_family(solver_for(Cell(case.target, case.solver, case.schedule, 2, case.process).config()))
+        family = solver_family(registered_solver(case.solver, case.process))
     except ValueError:
         family = "other"
     keys = [config_key(Cell(case.target, case.solver, case.schedule, n, case.process).config()) for n in ns]

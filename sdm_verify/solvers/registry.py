@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the registry holds classes; it needs the base class only to name it
-    from .base import Solver
-
-_REGISTRY: dict[str, tuple[type[Solver], dict]] = {}
+#: name -> (solver class, default parameters). The registry holds classes and imports none of them: the solver
+#: interface uses it (a declared twin is a registered name), so it stays below the interface.
+_REGISTRY: dict[str, tuple[type, dict]] = {}
 
 
-def register(name: str, cls: type[Solver], **defaults) -> None:
+def register(name: str, cls: type, **defaults) -> None:
     """Register `cls` configured with `defaults` under `name`."""
     if name in _REGISTRY:
         raise ValueError(f"name: solver {name!r} is already registered")
@@ -32,7 +29,7 @@ def available() -> list[str]:
     return [name for _, (name, _) in sorted(enumerate(_REGISTRY.items()), key=_rank)]
 
 
-def get(name: str, **params) -> Solver:
+def get(name: str, **params) -> object:
     """A configured solver instance; unknown names and bad parameters raise ValueError."""
     try:
         cls, defaults = _REGISTRY[name]

@@ -10,7 +10,8 @@ Heuristics that change the order (config as given; each listed in the solver's `
     UniPCMultistep      lower_order_final (default True): step i uses order min(p, N - i) at every N, so on a grid
                         ending above 0 the last step is UniP-1 with no corrector: global error O(h^2) whatever p
                         (its constant ~ dD/dlambda = O(sigma_min^2): visible at sigma_min = 0.5, hidden at 0.002).
-                        Into sigma = 0 solver_type "bh1" (and lower_order_final=False) return NaN.
+                        Into sigma = 0: solver_type "bh1" returns NaN; lower_order_final=False (bh1 or bh2)
+                        returns +-inf.
     DEISMultistep       lower_order_final (default True): as DPMSolverMultistep, below 15 steps.
     DPMSolverSinglestep its order list ([1, 2, 3, 1, 2, 3, ...], lower_order_final) groups the grid into steps.
 """
@@ -154,7 +155,8 @@ class UniPCProfile(VPExponentialProfile):
                        "last step is UniP-1 with no corrector after it, so the global error is O(h^2) for any p")
         else:
             out.append("lower_order_final=False with a grid ending in 0: the last predictor of order >= 2 divides by "
-                       "rk = (lambda_prev - lambda_s)/h = 0 (h = inf) and returns NaN")
+                       "rk = (lambda_prev - lambda_s)/h = 0 (h = inf): the output is infinite (+-inf, not NaN), "
+                       "for bh1 and bh2 alike")
         if cfg.get("solver_type") == "bh1":
             out.append("bh1 with a grid ending in 0 (final_sigmas_type 'zero', the default): B(h) = -h = -inf times "
                        "the zero residual of the first-order last step is NaN")

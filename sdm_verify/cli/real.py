@@ -1,11 +1,23 @@
-"""The `sdm-verify real` subcommand: arguments and the run (imports torch only when run)."""
+"""`sdm-verify real`: the harness on a real denoiser (the committed digits model or a checkpoint), into the store,
+then the report rewritten with its theory and real-model sections. Under torchrun the seeds are sharded."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import torch
+
+from .. import report
+from ..models import load_denoiser
+from ..models.digits import digits_checkpoint
+from ..real.distributed import auto_batch, context, select_device
+from ..real.harness import RealSettings
+from ..real.run import default_pairs, run_real
+from .common import open_store
 
 
-def add_parser(sub, func) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser(
         "real", help="measure the solvers on a real denoiser (the committed digits model or your checkpoint)",
         description="Run the theory harness on a real model: a checked high-accuracy reference solution, measured "
@@ -33,27 +45,28 @@ def add_parser(sub, func) -> None:
     p.add_argument("--out", default="reports/theory", metavar="DIR",
                    help="report directory, shared with `theory` (default: %(default)s)")
     p.add_argument("--db", metavar="FILE", help="results store (default: DIR/results.sqlite)")
-    p.set_defaults(func=func)
+    p.set_defaults(func=run)
 
 
-def resolve_model_path(spec: str):
-    from pathlib import Path
+def resolve_model_path(spec: str) -> Path:
+    """--model: "digits" is the committed digits model, anything else a path."""
+    return digits_checkpoint() if spec == "digits" else Path(spec)
 
-    if spec == "digits":
-        from ..models.digits import digits_checkpoint
 
-        return digits_checkpoint()
-    return Path(spec)
+def run(args) -> int:
+    out = Path(args.out)
+    db = Path(args.db) if args.db else out / "results.sqlite"
+    with open_store(db, must_exist=False) as store:
+        record = run_from_args(args, store)
+        if not record:  # a non-zero rank of a torchrun launch: rank 0 writes the report
+            return 0
+        results, run_record = report.load_results(store)
+        md, _ = report.write_report(store, results, out, run_record)
+    print(f"report: {md}")
+    return 0
 
 
 def run_from_args(args, store) -> dict:
-    import torch
-
-    from ..models import load_denoiser
-    from .distributed import auto_batch, context, select_device
-    from .harness import RealSettings
-    from .run import default_pairs, run_real
-
     if args.seeds < 1:
         raise ValueError(f"--seeds: must be >= 1 (got {args.seeds})")
     ctx = context(args.device)

@@ -1,4 +1,4 @@
-"""`sdm-verify theory`, the main job: its arguments and its run (torch is imported only when it runs).
+"""`sdm-verify theory`, the main job: its arguments and its run.
 
 The run computes the theory matrix (sdm_verify.harness.cases) into a working store (WORK_DB, gitignored), whose rows
 are keyed by configuration and by the fingerprint of the code that computes them (sdm_verify.harness.fingerprint):
@@ -14,7 +14,22 @@ import os
 import sqlite3
 import sys
 import time
+import warnings
 from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import report, solvers
+from ..harness import cases as matrix
+from ..harness.baseline import compare, write_baseline
+from ..harness.store import ResultStore, config_key
+from ..harness.sweep import CODE_META, registered_solver, run_cells
+from ..harness.symbolic_order import symbolic_order
+from ..real.run import RUNS_META
+from ..report.meta_keys import FULL_META, RUN_META, SDM_DATA_META, SDM_META, SYMBOLIC_META
+from ..studies.sdm.report import sdm_section
+from .common import print_summary
 
 #: `theory --quick`: every default config (all three targets and meters, every process, four schedules) for the
 #: solvers that carry the findings: first and second order references (euler, heun, dpmpp_2m), both known deviations
@@ -30,8 +45,8 @@ BASELINE_DB = "reports/theory/results.sqlite"
 COMPARISON_META = "baseline_comparison"
 
 
-def add_parser(sub, func) -> None:
-    """The `theory` subcommand's arguments; `func` runs it."""
+def add_parser(sub) -> None:
+    """The `theory` subcommand's arguments."""
     t = sub.add_parser(
         "theory", help="measure every solver's convergence order on exact targets, write the report and compare it "
         "with the baseline",
@@ -51,7 +66,7 @@ def add_parser(sub, func) -> None:
                       help=f"a representative subset: {', '.join(QUICK_SOLVERS)} on the default configs "
                       "(about a minute on 2 cores)")
     mode.add_argument("--full", action="store_true",
-                      help="every process x schedule on every target (theory.full_cases; slow)")
+                      help="every process x schedule on every target (harness.cases.full_cases; slow)")
     t.add_argument("--out", default="reports/theory", metavar="DIR", help="report directory (default: %(default)s)")
     t.add_argument("--db", metavar="FILE", help=f"working store (default: {WORK_DB}, gitignored); reruns reuse the "
                    "cells computed by the same code and resume an interrupted run")
@@ -67,12 +82,10 @@ def add_parser(sub, func) -> None:
     t.add_argument("--solvers", nargs="+", metavar="NAME", help="registered solver names (default: all)")
     t.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="worker processes (default: os.cpu_count() = %(default)s)")
-    t.set_defaults(func=func)
+    t.set_defaults(func=run)
 
 
 def solver_names(names) -> list[str]:
-    from . import solvers
-
     known = solvers.available()
     for n in names:
         if n not in known:
@@ -82,17 +95,12 @@ def solver_names(names) -> list[str]:
 
 def symbolic_orders(cases) -> dict:
     """Symbolic orders (harness.symbolic_order) of the cases' solvers; None where no coefficient functions."""
-    from tqdm.auto import tqdm
-
-    from .harness.sweep import Cell, solver_for
-    from .harness.symbolic_order import symbolic_order
-
     out, first = {}, {}
     for c in cases:
         first.setdefault(c.solver, c)
     for name, c in tqdm(first.items(), desc="symbolic orders", disable=None, leave=False):
         try:
-            sym = symbolic_order(solver_for(Cell(c.target, name, c.schedule, 2, c.process).config()))
+            sym = symbolic_order(registered_solver(name, c.process))
         except Exception as exc:  # a failed expansion must not cost the sweep: report it, show no symbolic order
             print(f"sdm-verify: warning: symbolic order of {name} failed ({type(exc).__name__}: {exc})",
                   file=sys.stderr)
@@ -103,8 +111,6 @@ def symbolic_orders(cases) -> dict:
 
 def stores(args) -> tuple[Path, Path | None]:
     """(working store, baseline store or None) of the run, checked before any work."""
-    from .harness.store import ResultStore
-
     db = Path(args.db) if args.db else Path(WORK_DB)
     if args.no_baseline:
         if args.update_baseline:
@@ -126,11 +132,6 @@ def stores(args) -> tuple[Path, Path | None]:
 
 def compare_with_baseline(store, baseline: Path | None, configs: list[dict], results):
     """The run's cells and cases against the baseline store (harness.baseline.compare), or None without one."""
-    from . import report
-    from .harness.baseline import compare
-    from .harness.store import ResultStore
-    from .harness.sweep import CODE_META
-
     if baseline is None or not baseline.is_file():
         return None
     with ResultStore(baseline, readonly=True) as base:
@@ -143,30 +144,19 @@ def compare_with_baseline(store, baseline: Path | None, configs: list[dict], res
                        store.get_meta(CODE_META, {}), note)
 
 
-def run(args, print_summary) -> int:
-    """Run `sdm-verify theory` with parsed `args`; print_summary(results, md): the command line's summary of the
-    cases (shared with `report`). Returns the exit status."""
-    import torch
-
-    from . import report
-    from .harness import cases as theory
-    from .harness.baseline import write_baseline
-    from .harness.store import ResultStore, config_key
-    from .harness.sweep import run_cells
-    from .real.run import RUNS_META
-    from .report.meta_keys import FULL_META, RUN_META, SDM_DATA_META, SDM_META, SYMBOLIC_META
-
+def run(args) -> int:
+    """Run `sdm-verify theory` with parsed `args`. Returns the exit status."""
     torch.set_num_threads(1)  # tiny tensors: intra-op threads only add overhead
     if args.jobs < 1:
         raise ValueError(f"--jobs: must be >= 1 (got {args.jobs})")
     names = solver_names(args.solvers) if args.solvers else list(QUICK_SOLVERS) if args.quick else None
     db, baseline = stores(args)
-    cases = theory.full_cases(names) if args.full else theory.default_cases(names)
+    cases = matrix.full_cases(names) if args.full else matrix.default_cases(names)
     mode = "full" if args.full else "quick" if args.quick else "default"
     out = Path(args.out)
     records = [report.case_record(c) for c in cases]
     cells = [cell for c in cases for cell in c.cells()]
-    full_cells = theory.full_sampler_cells(names)
+    full_cells = matrix.full_sampler_cells(names)
     configs = [c.config() for c in cells + full_cells]
     try:
         store = ResultStore(db)
@@ -186,10 +176,6 @@ def run(args, print_summary) -> int:
         full_rows = run_cells(full_cells, store, jobs=args.jobs, progress=True, desc="full-sampler cells")
         store.set_meta(FULL_META, report.full_sampler_markdown(full_rows))
         if not args.solvers:
-            import warnings
-
-            from .studies.sdm.report import sdm_section
-
             data: dict = {}
             with warnings.catch_warnings():  # the 1-D quadrature's unconverged-refinement warnings: noted in the text
                 warnings.simplefilter("ignore", RuntimeWarning)
