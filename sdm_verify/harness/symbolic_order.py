@@ -59,13 +59,14 @@ def symbolic_order(solver) -> SymbolicOrder | None:
 
 def _expand(solver: SolverInterface) -> SymbolicOrder:
     form, rule = solver.symbolic_form, solver.update_rule
-    scope = "multistep (exact history)"
+    weights, nodes = rule(symbolic.h, [1, 1, 1], symbolic.SYMPY_OPS)
+    scope = "multistep (exact history)" if any(c != 0 for c in nodes[1:]) else "one step, one evaluation (exact)"
     if solver.corrector:
         rule, scope = solver.corrector_rule, "predictor-corrector: the corrected step (exact history)"
     elif solver.stage_rules(symbolic.h, symbolic.SYMPY_OPS):
         scope = "single-step: quadrature part only (stages on the exact solution)"
     general = symbolic.rule_error(rule, form)
-    weights, nodes = rule(symbolic.h, [1, 1, 1], symbolic.SYMPY_OPS)
+    weights, nodes = rule(symbolic.h, [1, 1, 1], symbolic.SYMPY_OPS)  # the effective rule on equal steps
     uniform = symbolic.local_error(weights, nodes, form=form)
     return SymbolicOrder(form, general.global_order, uniform.global_order, str(general.leading),
                          str(uniform.leading), scope)
