@@ -13,6 +13,8 @@ do not use it.
     ResultStore                             the resumable results store (harness.store)
     load_denoiser(path)                     a real denoiser behind D(x, sigma) (models)
     GridError, SolverDivergedError          the errors a solver run raises (errors)
+    InputError, DenoiserOutputError,        bad input, refused on one line before any work (errors; exit status 2
+    StoreError, OutputPathError             on the command line)
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ _PUBLIC = {
     "load_denoiser": ("sdm_verify.models", "load_denoiser"),
     "GridError": ("sdm_verify.errors", "GridError"),
     "SolverDivergedError": ("sdm_verify.errors", "SolverDivergedError"),
+    "InputError": ("sdm_verify.errors", "InputError"),
+    "DenoiserOutputError": ("sdm_verify.errors", "DenoiserOutputError"),
+    "StoreError": ("sdm_verify.errors", "StoreError"),
+    "OutputPathError": ("sdm_verify.errors", "OutputPathError"),
 }
 
 __all__ = sorted(_PUBLIC)

@@ -23,3 +23,14 @@ if os.environ.get("CI"):
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 threadpool_limits(limits=1, user_api="blas")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def probe(tmp_path, monkeypatch):
+    """The bad-input tests' probe (tests/_bad_inputs.py): scratch dir, counting denoiser, forbid(), cli()."""
+    from _bad_inputs import Probe
+
+    return Probe(tmp_path, monkeypatch)
