@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from ._checks import DTYPE, check_points, check_sigma
+from ._checks import DTYPE, check_bool, check_float, check_points, check_sigma
 from .gmm import Gaussian, GaussianMixture
 
 __all__ = ["gaussian_flow_map", "gaussian_flow_affine", "reference_flow", "reference_floor", "exact_flow"]
@@ -26,11 +26,19 @@ __all__ = ["gaussian_flow_map", "gaussian_flow_affine", "reference_flow", "refer
 #: a flow to or from sigma = 0 stops at sigma0 = ZERO_SIGMA_FACTOR * sqrt(smallest covariance eigenvalue); for a
 #: non-degenerate target the remaining motion is O(sigma0^2 / sqrt(l_min)) = 1e-16 relative, below float64 resolution.
 ZERO_SIGMA_FACTOR = 1e-8
+#: scipy's DOP853 raises smaller relative tolerances to 100 eps (with a warning): refused instead
+_MIN_RTOL = 100 * float(np.finfo(np.float64).eps)
 
 
 def _require_gaussian(target) -> None:
     if not isinstance(target, GaussianMixture) or target.K != 1:
         raise ValueError("gaussian: the closed-form flow map needs a single Gaussian (K = 1)")
+
+
+def _sigmas(sigma_from, sigma_to) -> tuple[float, float]:
+    """The two noise levels of a flow map, each one finite float >= 0."""
+    return (float(check_sigma(sigma_from, "sigma_from", scalar=True)),
+            float(check_sigma(sigma_to, "sigma_to", scalar=True)))
 
 
 def _ratios(gaussian, sf: float, st: float) -> torch.Tensor:
@@ -41,7 +49,7 @@ def _ratios(gaussian, sf: float, st: float) -> torch.Tensor:
 def gaussian_flow_affine(gaussian: Gaussian, sigma_from, sigma_to) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, c) with Phi(x) = M x + c, the exact flow map from sigma_from to sigma_to of a Gaussian target."""
     _require_gaussian(gaussian)
-    sf, st = float(check_sigma(sigma_from, "sigma_from")), float(check_sigma(sigma_to, "sigma_to"))
+    sf, st = _sigmas(sigma_from, sigma_to)
     r = _ratios(gaussian, sf, st)
     U = gaussian.eigvecs[0] if gaussian.eigvecs is not None else torch.eye(gaussian.d, dtype=DTYPE)
     M = (U * r) @ U.T
@@ -54,7 +62,7 @@ def gaussian_flow_map(gaussian: Gaussian, x, sigma_from, sigma_to) -> torch.Tens
     _require_gaussian(gaussian)
     x = check_points(x, gaussian.d)
     if gaussian.is_diagonal:  # elementwise: no d x d matrix at large d
-        sf, st = float(check_sigma(sigma_from, "sigma_from")), float(check_sigma(sigma_to, "sigma_to"))
+        sf, st = _sigmas(sigma_from, sigma_to)
         mu = gaussian.means[0]
         return mu + _ratios(gaussian, sf, st) * (x - mu)
     M, c = gaussian_flow_affine(gaussian, sigma_from, sigma_to)
@@ -80,9 +88,11 @@ def reference_flow(
     if not isinstance(target, GaussianMixture):
         raise ValueError("target: expected an analytic.GaussianMixture")
     x = check_points(x, target.d)
-    sf, st = float(check_sigma(sigma_from, "sigma_from")), float(check_sigma(sigma_to, "sigma_to"))
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol: tolerances must be positive, got rtol={rtol}, atol={atol}")
+    sf, st = _sigmas(sigma_from, sigma_to)
+    rtol, atol = check_float(rtol, "rtol", positive=True), check_float(atol, "atol", positive=True)
+    if rtol < _MIN_RTOL:
+        raise ValueError(f"rtol: must be >= {_MIN_RTOL:g} (DOP853's floor, 100 eps), got {rtol!r}")
+    return_info = check_bool(return_info, "return_info")
     tiny = ZERO_SIGMA_FACTOR * math.sqrt(float(target.eigvals.min()))
     lam_from, lam_to = -math.log(max(sf, tiny)), -math.log(max(st, tiny))
     shape = x.shape
@@ -106,6 +116,10 @@ def reference_flow(
 
 def exact_flow(target: GaussianMixture, x: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.Tensor:
     """Phi_{sigma_from -> sigma_to}(x): closed form for a Gaussian, DOP853 reference (rtol 1e-12) otherwise."""
+    if not isinstance(target, GaussianMixture):
+        raise ValueError(f"target: expected an analytic.GaussianMixture, got {type(target).__name__}")
+    x = check_points(x, target.d)
+    _sigmas(sigma_from, sigma_to)
     if sigma_from == sigma_to:
         return x.clone()
     if target.K == 1:

@@ -12,6 +12,16 @@ every sigma), z_k = U_k^T (x - mu_k) and g_k = s_k + sigma^2 (docs/theory.md §2
 The last form (using m_k - D = sigma^2 (c_k - score)) is finite at sigma = 0, where D(x) = x and dD/dx = I for
 non-degenerate covariances. eps = (x - D)/sigma is computed as -sigma * score, which is exact at small sigma where
 the difference x - D would cancel.
+
+Extreme arguments (sigma > 1e150, or |x - mu_k| beyond 1e150 sqrt(l_min / d)): sigma^2 and z^2 would overflow, so
+these calls take a scaled form, with t_k = sqrt(s_k + sigma^2) = hypot(sqrt(s_k), sigma) and whitened residuals
+r_k = z_k / t_k, never forming sigma^2 or z^2:
+    log N_k     = -sum_j log t_kj - 1/2 ||r_k||^2 - d/2 log 2 pi,  the weights from the differences
+                  ||r_k||^2 - min_k ||r_k||^2 = (n_k - n*)(n_k + n*) (n_k = ||r_k||, an overflow-free norm)
+    denoiser    = sum_k w_k (mu_k + U_k (s_k/t_k * r_k))           (a convex combination of the component means)
+    score       = -sum_k w_k U_k (r_k / t_k),    eps = sum_k w_k U_k (sigma/t_k * r_k)
+All other calls take the closed forms above unchanged. A result that float64 cannot represent (log p_sigma(x) below
+-1e308, a score beyond 1e308) is refused with a ValueError naming x.
 """
 
 from __future__ import annotations
@@ -20,9 +30,27 @@ import math
 
 import torch
 
-from ._checks import DTYPE, as_tensor, check_points, check_sigma, check_spd, check_weights
+from ._checks import (
+    DTYPE,
+    as_tensor,
+    check_generator,
+    check_int,
+    check_points,
+    check_sigma,
+    check_spd,
+    check_weights,
+)
 
 __all__ = ["GaussianMixture", "Gaussian"]
+
+#: above this sigma or this |x - mu_k| (relative to sqrt(l_min / d)) the scaled form is used (docs above)
+_BIG = 1e150
+#: the Jacobian's between-component term sigma^2 (c_k - score)^2 underflows where (c_k - score) ~ 1/sigma^2, i.e.
+#: above sigma ~ 1e77: denoiser_jacobian and posterior_covariance take the scaled form above this sigma
+_BIG_JAC = 1e70
+#: at most this many numbers drawn by one `sample` call (n * d; 16 GiB of float64)
+_MAX_DRAWS = 2**31
+
 
 def _ndtr(z: torch.Tensor) -> torch.Tensor:
     """Standard normal CDF with full relative accuracy in the lower tail (torch.special.ndtr loses it below -7)."""
@@ -45,9 +73,15 @@ class GaussianMixture:
         check_spd(cov, "covariances")
         self.weights = w / w.sum()
         self.means = mu
-        self._cov = 0.5 * (cov + cov.transpose(-1, -2))
+        self._cov = 0.5 * cov + 0.5 * cov.transpose(-1, -2)  # (halves: no overflow near the float64 limit)
         self.eigvals, self.eigvecs = torch.linalg.eigh(self._cov)  # (K, d), (K, d, d); columns = vectors
         self._log_w = torch.log(self.weights)
+        self._set_ranges()
+
+    def _set_ranges(self):
+        """Bounds that select the closed forms' safe regime (module docstring): |mu| and sqrt(l_min / d)."""
+        self._mu_max = float(self.means.abs().max())
+        self._safe_dist = _BIG * math.sqrt(float(self.eigvals.min()) / self.d)
 
     @classmethod
     def from_diagonal(cls, weights, means, variances) -> GaussianMixture:
@@ -63,6 +97,7 @@ class GaussianMixture:
         obj = GaussianMixture.__new__(GaussianMixture)
         GaussianMixture.__init__(obj, w, mu[:, :1], one.expand(mu.shape[0], 1, 1))  # validates weights
         obj.means, obj.eigvals, obj.eigvecs, obj._cov = mu, var.clone(), None, None
+        obj._set_ranges()
         return obj
 
     @property
@@ -105,14 +140,60 @@ class GaussianMixture:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(K={self.K}, d={self.d})"
 
-    def _prep(self, x, sigma):
+    def _prep(self, x, sigma, big: float = _BIG):
+        """(x, s, z, g); g is None for extreme arguments, which take the scaled form (`_scaled`)."""
         x = check_points(x, self.d)
         s = check_sigma(sigma, batch=x.shape[0])
-        var = (s**2).reshape(-1, 1, 1) if s.ndim else (s**2)
+        smax = float(s.detach()) if s.ndim == 0 else float(s.detach().max())
         diff = x[:, None, :] - self.means[None]  # (B, K, d)
         z = self._to_eig(diff)  # U_k^T (x - mu_k)
+        if smax > big or float(x.detach().abs().max()) + self._mu_max > self._safe_dist:
+            return x, s, z, None
+        var = (s**2).reshape(-1, 1, 1) if s.ndim else (s**2)
         g = self.eigvals[None] + var  # (B, K, d) or (1, K, d)
         return x, s, z, g
+
+    # ------------------------------------------------------------------ the scaled form (extreme arguments)
+    def _scaled(self, s, z):
+        """(sv, t, r, logits, n*, top) of the scaled form: t = hypot(sqrt(s_k), sigma), r = z/t, the component
+        log-densities up to the common -d log top - 1/2 n*^2 - d/2 log 2 pi (n* = min_k ||r_k||, top = max t)."""
+        if not torch.isfinite(z).all():
+            raise ValueError("x: x - mean overflows float64 (|x| must stay below ~1e307)")
+        sv = s.reshape(-1, 1, 1) if s.ndim else s
+        t = torch.hypot(torch.sqrt(self.eigvals)[None], sv)  # (B, K, d) or (1, K, d)
+        r = z / t
+        amax = r.abs().amax(-1)  # (B, K): an overflow-free norm
+        n = amax * torch.linalg.vector_norm(r / amax.clamp_min(torch.finfo(DTYPE).tiny)[..., None], dim=-1)
+        n = torch.where(torch.isfinite(amax), n, math.inf)
+        nstar = n.min(-1, keepdim=True).values
+        if not torch.isfinite(nstar).all():
+            raise ValueError("x: too far from every component (its whitened distance overflows float64)")
+        top = t.amax(dim=(-1, -2), keepdim=True)  # log t relative to it: no cancellation against log sigma
+        logits = self._log_w[None] - torch.log(t / top).sum(-1) - 0.5 * (n - nstar) * (n + nstar)
+        return sv, t, r, logits, nstar[:, 0], top.reshape(-1)
+
+    def _scaled_weights(self, logits):
+        return torch.ones_like(logits) if self.K == 1 else torch.softmax(logits, dim=-1)
+
+    def _scaled_means(self, t, r):
+        """Component posterior means m_k = mu_k + U_k (s_k/t_k * r_k), (B, K, d)."""
+        return self.means[None] + self._from_eig(self.eigvals[None] / t * r)
+
+    def _scaled_eps(self, sv, t, r):
+        """sigma c_k = -U_k (sigma/t_k * r_k), (B, K, d)."""
+        return -self._from_eig(sv / t * r)
+
+    @staticmethod
+    def _outer_mean(w, v):
+        """sum_k w[b, k] v[b, k] v[b, k]^T, as products of sqrt(w) v (a zero weight never meets an overflow)."""
+        u = torch.sqrt(w)[..., None] * v
+        return torch.einsum("bki,bkj->bij", u, u)
+
+    def _within(self, w, ratio):
+        """sum_k w_k U_k diag(ratio_k) U_k^T, (B, d, d)."""
+        if self.eigvecs is None:
+            return torch.diag_embed(torch.einsum("bk,bkj->bj", w, ratio))
+        return torch.einsum("bk,kij,bkj,klj->bil", w, self.eigvecs, ratio, self.eigvecs)
 
     def _log_components(self, z, g):
         d = self.d
@@ -130,60 +211,93 @@ class GaussianMixture:
     # ------------------------------------------------------------------ closed forms
     def log_prob(self, x, sigma=0.0) -> torch.Tensor:
         """log p_sigma(x), shape (B,)."""
-        _, _, z, g = self._prep(x, sigma)
+        _, s, z, g = self._prep(x, sigma)
+        if g is None:
+            _, _, _, logits, nstar, top = self._scaled(s, z)
+            out = torch.logsumexp(logits, dim=-1) - self.d * torch.log(top) - 0.5 * nstar**2
+            out = out - 0.5 * self.d * math.log(2 * math.pi)
+            if not torch.isfinite(out).all():
+                raise ValueError("x: log p_sigma(x) is below the float64 range (-1.8e308) at this x")
+            return out
         return torch.logsumexp(self._log_components(z, g), dim=-1)
 
     def responsibilities(self, x, sigma=0.0) -> torch.Tensor:
         """Posterior component probabilities w_k(x), shape (B, K)."""
-        _, _, z, g = self._prep(x, sigma)
+        _, s, z, g = self._prep(x, sigma)
+        if g is None:
+            return torch.softmax(self._scaled(s, z)[3], dim=-1)
         return torch.softmax(self._log_components(z, g), dim=-1)
-
-    def _parts(self, x, sigma):
-        x, s, z, g = self._prep(x, sigma)
-        w = self._weights_of(z, g)  # (B, K)
-        c = -self._from_eig(z / g)  # component scores (B, K, d)
-        return x, s, z, g, w, c
 
     def score(self, x, sigma=0.0) -> torch.Tensor:
         """grad_x log p_sigma(x), shape (B, d)."""
-        _, _, _, _, w, c = self._parts(x, sigma)
-        return self._mix(w, c)
+        _, s, z, g = self._prep(x, sigma)
+        if g is None:
+            _, t, r, logits, _, _ = self._scaled(s, z)
+            c = -self._from_eig(r / t)
+            if not torch.isfinite(c).all():
+                raise ValueError("x: the score overflows float64 at this (x, sigma)")
+            return self._mix(self._scaled_weights(logits), c)
+        w = self._weights_of(z, g)
+        return self._mix(w, -self._from_eig(z / g))
 
     def denoiser(self, x, sigma) -> torch.Tensor:
         """D(x, sigma) = E[x0 | x0 + sigma n = x], shape (B, d)."""
-        _, _, z, g = self._prep(x, sigma)
+        _, s, z, g = self._prep(x, sigma)
+        if g is None:
+            _, t, r, logits, _, _ = self._scaled(s, z)
+            return self._mix(self._scaled_weights(logits), self._scaled_means(t, r))
         w = self._weights_of(z, g)
         shrunk = self._from_eig(self.eigvals[None] / g * z)
         return self._mix(w, (self.means[None] + shrunk).expand(z.shape[0], -1, -1))
 
     def eps(self, x, sigma) -> torch.Tensor:
         """Noise prediction (x - D)/sigma = -sigma * score, shape (B, d)."""
-        s = check_sigma(sigma)
+        _, s, z, g = self._prep(x, sigma)
+        if g is None:
+            sv, t, r, logits, _, _ = self._scaled(s, z)
+            return self._mix(self._scaled_weights(logits), -self._scaled_eps(sv, t, r))
+        w = self._weights_of(z, g)
         s = s.reshape(-1, 1) if s.ndim else s
-        return -s * self.score(x, sigma)
+        return -s * self._mix(w, -self._from_eig(z / g))
 
-    def denoiser_jacobian(self, x, sigma) -> torch.Tensor:
-        """dD/dx = Cov[x0 | x]/sigma^2 (second-order Tweedie), shape (B, d, d)."""
-        _, s, _, g, w, c = self._parts(x, sigma)
+    def _jacobian(self, s, z, g):
+        w = self._weights_of(z, g)
+        c = -self._from_eig(z / g)  # component scores (B, K, d)
         ratio = self.eigvals[None] / g  # (B, K, d)
-        if self.eigvecs is None:
-            within = torch.diag_embed(torch.einsum("bk,bkj->bj", w, ratio))
-        else:
-            within = torch.einsum("bk,kij,bkj,klj->bil", w, self.eigvecs, ratio, self.eigvecs)
+        within = self._within(w, ratio)
         dev = c - self._mix(w, c)[:, None, :]
         var = (s**2).reshape(-1, 1, 1) if s.ndim else s**2
         between = torch.einsum("bk,bki,bkj->bij", w, dev, dev)
         return within + var * between
 
+    def denoiser_jacobian(self, x, sigma) -> torch.Tensor:
+        """dD/dx = Cov[x0 | x]/sigma^2 (second-order Tweedie), shape (B, d, d)."""
+        _, s, z, g = self._prep(x, sigma, _BIG_JAC)
+        if g is None:  # sum_k w_k U_k diag(s_k/t_k^2) U_k^T + cov_w(sigma c_k)
+            sv, t, r, logits, _, _ = self._scaled(s, z)
+            w = self._scaled_weights(logits)
+            e = self._scaled_eps(sv, t, r)
+            return self._within(w, self.eigvals[None] / t / t) + self._outer_mean(w, e - self._mix(w, e)[:, None, :])
+        return self._jacobian(s, z, g)
+
     def posterior_covariance(self, x, sigma) -> torch.Tensor:
         """Cov[x0 | x] = sigma^2 dD/dx, shape (B, d, d)."""
-        s = check_sigma(sigma)
+        _, s, z, g = self._prep(x, sigma, _BIG_JAC)
+        if g is None:  # sum_k w_k U_k diag(s_k sigma^2/t_k^2) U_k^T + cov_w(m_k)
+            sv, t, r, logits, _, _ = self._scaled(s, z)
+            w = self._scaled_weights(logits)
+            m = self._scaled_means(t, r)
+            within = self._within(w, self.eigvals[None] * (sv / t) ** 2)
+            return within + self._outer_mean(w, m - self._mix(w, m)[:, None, :])
         var = (s**2).reshape(-1, 1, 1) if s.ndim else s**2
-        return var * self.denoiser_jacobian(x, sigma)
+        return var * self._jacobian(s, z, g)
 
     def marginal(self, sigma) -> GaussianMixture:
         """The law of x0 + sigma n: the same mixture with covariances S_k + sigma^2 I."""
-        s = float(check_sigma(sigma))
+        s = float(check_sigma(sigma, scalar=True))
+        if not math.isfinite(s * s + float(self.eigvals.max())):
+            raise ValueError(f"sigma: the marginal's covariances S + sigma^2 I overflow float64 (got sigma = {s:.3g};"
+                             f" supported: sigma^2 + max eigenvalue below 1.8e308)")
         if self.is_diagonal:
             return GaussianMixture.from_diagonal(self.weights, self.means, self.eigvals + s**2)
         eye = torch.eye(self.d, dtype=DTYPE)
@@ -202,15 +316,22 @@ class GaussianMixture:
 
     def sample(self, n: int, sigma=0.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """n exact draws of x0 + sigma n_noise, shape (n, d)."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: must be a positive int, got {n!r}")
-        s = float(check_sigma(sigma))
+        n = check_int(n, "n", high=max(1, _MAX_DRAWS // self.d))
+        s = float(check_sigma(sigma, scalar=True))
+        check_generator(generator)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         xi = torch.randn(n, self.d, dtype=DTYPE, generator=generator)
-        scale = torch.sqrt(self.eigvals[k] + s**2)  # (n, d)
+        if s > _BIG:
+            scale = torch.hypot(torch.sqrt(self.eigvals[k]), torch.tensor(s, dtype=DTYPE))
+        else:
+            scale = torch.sqrt(self.eigvals[k] + s**2)  # (n, d)
         if self.eigvecs is None:
-            return self.means[k] + scale * xi
-        return self.means[k] + torch.einsum("nij,nj->ni", self.eigvecs[k], scale * xi)
+            out = self.means[k] + scale * xi
+        else:
+            out = self.means[k] + torch.einsum("nij,nj->ni", self.eigvecs[k], scale * xi)
+        if s > _BIG and not torch.isfinite(out).all():
+            raise ValueError(f"sigma: draws at sigma = {s:.3g} overflow float64")
+        return out
 
     # ------------------------------------------------------------------ 1-D laws
     def _require_1d(self, what: str):
@@ -218,11 +339,16 @@ class GaussianMixture:
             raise ValueError(f"{what}: only defined for 1-D mixtures (d = {self.d})")
 
     def _std(self, sigma):
-        return torch.sqrt(self.eigvals[:, 0] + float(check_sigma(sigma)) ** 2)  # (K,); 1-D: eigenvalue = variance
+        s = float(check_sigma(sigma, scalar=True))
+        if s > _BIG:
+            return torch.hypot(torch.sqrt(self.eigvals[:, 0]), torch.tensor(s, dtype=DTYPE))
+        return torch.sqrt(self.eigvals[:, 0] + s**2)  # (K,); 1-D: eigenvalue = variance
 
     def _flat(self, x, name):
         x = as_tensor(x, name)
-        return x.reshape(-1) if x.ndim == 2 and x.shape[1] == 1 else x
+        if x.ndim > 2 or (x.ndim == 2 and x.shape[1] != 1):
+            raise ValueError(f"{name}: expected a float, shape (B,) or (B, 1), got shape {tuple(x.shape)}")
+        return x.reshape(-1) if x.ndim == 2 else x
 
     def cdf(self, x, sigma=0.0) -> torch.Tensor:
         """P(X <= x) under p_sigma (1-D), x of shape (B,) or (B, 1); returns (B,)."""
@@ -244,8 +370,10 @@ class GaussianMixture:
             raise ValueError(f"{name}: probabilities must lie in (0, 1)")
         sd = self._std(sigma)
         # Bracket: every component's 40-sd window; tails beyond it are below 1e-300 relative.
-        lo = torch.full_like(p, float((self.means[:, 0] - 40 * sd).min()))
-        hi = torch.full_like(p, float((self.means[:, 0] + 40 * sd).max()))
+        lo_v, hi_v = float((self.means[:, 0] - 40 * sd).min()), float((self.means[:, 0] + 40 * sd).max())
+        if not (math.isfinite(lo_v) and math.isfinite(hi_v)):
+            raise ValueError(f"sigma: the quantile bracket mean +- 40 sd overflows float64 (sd {float(sd.max()):.3g})")
+        lo, hi = torch.full_like(p, lo_v), torch.full_like(p, hi_v)
         # float64 resolution, relative to |x| and, for answers near 0, to the mixture's own scale
         scale = float(self.means[:, 0].abs().max() + sd.max())
         for _ in range(200):  # bisection

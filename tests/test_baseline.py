@@ -11,6 +11,7 @@ import torch
 
 import sdm_verify.harness.sweep as sw
 from sdm_verify.cli import main
+from sdm_verify.errors import StoreError
 from sdm_verify.harness import cases as theory
 from sdm_verify.harness import fingerprint
 from sdm_verify.harness.baseline import (
@@ -134,7 +135,7 @@ def test_readonly_store_leaves_no_trace(tmp_path):
         with pytest.raises(sqlite3.OperationalError):
             s.put({"a": 2}, {"b": 3})
     assert path.read_bytes() == data and [p.name for p in tmp_path.iterdir()] == ["r.sqlite"]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StoreError, match="no such file"):  # was FileNotFoundError: now the store's one-line refusal
         ResultStore(tmp_path / "none.sqlite", readonly=True)
 
 
@@ -189,6 +190,24 @@ def test_theory_compares_and_fails_on_a_changed_verdict(tmp_path, small_matrix, 
             assert all(r["code"]["harness"] == "edited" for r in b.rows() if "target" in r)
     finally:
         sw._code.cache_clear()
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_theory_leaves_the_baseline_unchanged(tmp_path, small_matrix, journal, capsys):
+    """The comparison reads the baseline only: its bytes, its journal mode and its folder stay as they were."""
+    work, base, out = tmp_path / "work.sqlite", tmp_path / "b" / "base.sqlite", tmp_path / "out"
+    base.parent.mkdir()
+    argv = ["theory", "--solvers", "heun", "--jobs", "1", "--out", str(out), "--db", str(work), "--baseline", str(base)]
+    assert main([*argv, "--update-baseline"]) == 0
+    if journal == "delete":
+        con = sqlite3.connect(base)
+        assert con.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+        con.close()
+    data, files = base.read_bytes(), sorted(base.parent.iterdir())
+    assert data[18:20] == (b"\x02\x02" if journal == "wal" else b"\x01\x01")  # the header's journal mode
+    assert main(argv) == 0
+    assert "verdicts changed: 0" in capsys.readouterr().out
+    assert base.read_bytes() == data and sorted(base.parent.iterdir()) == files
 
 
 def test_refreshed_baseline_reproduces_the_report_and_keeps_real_runs(tmp_path, small_matrix, capsys):

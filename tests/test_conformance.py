@@ -377,3 +377,91 @@ def test_every_item_is_one_function_of_the_solver_and_the_context():
     assert tuple(CHECKS) == conformance.ITEMS and sorted(RUN_ORDER) == sorted(conformance.ITEMS)
     for name, fn in CHECKS.items():
         assert list(inspect.signature(fn).parameters) == ["solver", "ctx"], name
+
+
+# ------------------------------------------------------------------------------------------- unreadable claims
+
+
+def _declaring(**declarations):
+    """An Euler solver (above) declaring order 1 plus `declarations` (attributes and methods)."""
+    return type("Declaring", (), {"order": 1, "__call__": lambda self, d, x, s: euler(d, x, s), **declarations})()
+
+
+def _raises(self, *args):
+    raise RuntimeError("boom")
+
+
+class _OrderRaises:
+    @property
+    def order(self):
+        raise RuntimeError("no order today")
+
+    def __call__(self, denoiser, x, sigmas):
+        return euler(denoiser, x, sigmas)
+
+
+@pytest.mark.parametrize("solver, item, words", [
+    (_declaring(nfe=_raises), "nfe", ("nfe(", "RuntimeError", "boom")),
+    (_declaring(nfe=lambda self, n: 1.5 * n), "nfe", ("nfe(", "not a non-negative integer")),
+    (_declaring(nfe=lambda self, n: True), "nfe", ("nfe(", "bool")),
+    (_declaring(nfe=lambda self, n: -n), "nfe", ("nfe(", "-")),
+    (_declaring(nfe=5), "nfe", ("nfe", "not a method")),
+    (_declaring(nfe=lambda self, n: n, nfe_to_zero=_raises), "nfe", ("nfe_to_zero(", "boom")),
+    (_declaring(order=float("nan")), "order", ("order", "nan")),
+    (_declaring(order="2"), "order", ("order", "'2'")),
+    (_declaring(order=-1), "order", ("order", "-1")),
+    (_declaring(order=True), "order", ("order", "bool")),
+    (_OrderRaises(), "order", ("order", "no order today")),
+    (_declaring(equivalent="no_such_twin"), "symbolic", ("equivalent", "no_such_twin")),
+    (_declaring(equivalent=5), "symbolic", ("equivalent", "int")),
+    (_declaring(equivalent="euler", equivalent_params={"bogus": 1}), "symbolic", ("equivalent", "bogus")),
+    (_declaring(processes=("ve", "nowhere"), with_process=lambda self, p: {"ve": euler}[p]), "point_mass",
+     ("processes", "nowhere")),
+    (_declaring(processes="ve", with_process=lambda self, p: euler), "point_mass", ("processes", "'ve'")),
+    (_declaring(processes=("ve",)), "point_mass", ("processes", "with_process")),
+    (_declaring(sigma_range=(5.0, 1.0)), "point_mass", ("sigma_range", "lowest < highest")),
+    (_declaring(sigma_range=(100.0, 200.0)), "determinism", ("sigma_range", "nothing")),
+    (_declaring(point_mass_exact="yes"), "point_mass", ("point_mass_exact", "True or False")),
+    (_declaring(steps_into_zero="no"), "final_step", ("steps_into_zero", "True or False")),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_an_unreadable_claim_is_a_failed_item_not_a_missing_one(solver, item, words):
+    result = conformance.check(solver, targets=["gmm-8d"], quick=True, progress=False)
+    assert result.verdict == "fail" and item in result.failed, result.item_table()
+    detail = result.items[item].detail
+    for word in words:
+        assert word in detail, (word, detail)
+    json.dumps(result.to_json())  # the document is still written (claimed_order None when unreadable)
+
+
+def test_a_raising_nfe_declaration_fails_validate_with_exit_1(tmp_path, monkeypatch, capsys):
+    (tmp_path / "raising_nfe.py").write_text(textwrap.dedent('''
+        class Euler:
+            order = 1
+
+            def nfe(self, n):
+                raise RuntimeError("cannot count")
+
+            def __call__(self, denoiser, x, sigmas):
+                for s, t in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+                    x = x + (t - s) * (x - denoiser(x, s)) / s
+                return x
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        out = tmp_path / "v.json"
+        assert main(["validate", "raising_nfe:Euler", "--quick", "--targets", "gmm-8d", "--json", str(out)]) == 1
+    finally:
+        import sys
+
+        sys.modules.pop("raising_nfe", None)
+    data = json.loads(out.read_text())
+    assert data["verdict"] == "fail" and data["failed"] == ["nfe"] and "cannot count" in data["nfe"]["unreadable"]
+    assert "VERDICT: FAIL (failed: nfe)" in capsys.readouterr().out
+
+
+def test_unreadable_declared_order_fails_but_a_given_claim_is_judged():
+    nan_order = _declaring(order=float("nan"))
+    result = conformance.check(nan_order, targets=["gmm-8d"], quick=True, progress=False)
+    assert result.failed == ["order"] and result.to_json()["claimed_order"] is None and not result.cases
+    given = conformance.check(nan_order, 1, targets=["gmm-8d"], quick=True, progress=False)
+    assert given.verdict == "pass"  # --claimed-order given: the declaration is not read

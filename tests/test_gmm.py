@@ -179,3 +179,90 @@ def test_diagonal_mixture_equals_full_form():
     torch.testing.assert_close(diag.marginal(2.0).covariances, full.marginal(2.0).covariances)
     with pytest.raises(ValueError, match="^variances:"):
         GaussianMixture.from_diagonal(w, mu, -var)
+
+
+# ---------------------------------------------------------------- extreme arguments (issue: reliability)
+def _mp_reference(weights, means, covs, x, sigma, dps=60):
+    """log p_sigma(x), the posterior weights, D(x, sigma) and eps = (x - D)/sigma of a 2-D mixture, in mpmath."""
+    import mpmath as mp
+
+    with mp.workdps(dps):
+        s2 = mp.mpf(sigma) ** 2
+        xs = [mp.mpf(v) for v in x]
+        logs, means_k = [], []
+        for w, mu, S in zip(weights, means, covs, strict=True):
+            a, b, c = mp.mpf(S[0][0]) + s2, mp.mpf(S[0][1]), mp.mpf(S[1][1]) + s2
+            det = a * c - b * b
+            inv = [[c / det, -b / det], [-b / det, a / det]]
+            r = [xs[0] - mp.mpf(mu[0]), xs[1] - mp.mpf(mu[1])]
+            q = sum(r[i] * inv[i][j] * r[j] for i in range(2) for j in range(2))
+            logs.append(mp.log(w) - mp.log(2 * mp.pi) - mp.log(det) / 2 - q / 2)
+            # m_k = mu + S (S + sigma^2 I)^-1 r
+            Sm = [[mp.mpf(S[0][0]), b], [b, mp.mpf(S[1][1])]]
+            v = [sum(inv[i][j] * r[j] for j in range(2)) for i in range(2)]
+            means_k.append([mp.mpf(mu[i]) + sum(Sm[i][j] * v[j] for j in range(2)) for i in range(2)])
+        top = max(logs)
+        lp = top + mp.log(sum(mp.exp(v - top) for v in logs))
+        post = [mp.exp(v - lp) for v in logs]
+        D = [sum(post[k] * means_k[k][i] for k in range(len(post))) for i in range(2)]
+        eps = [(xs[i] - D[i]) / mp.mpf(sigma) for i in range(2)] if sigma else None
+        return float(lp), [float(v) for v in post], [float(v) for v in D], eps and [float(v) for v in eps]
+
+
+_EXT_W = [0.3, 0.7]
+_EXT_MU = [[-1.0, 0.5], [2.0, -0.25]]
+_EXT_S = [[[1.0, 0.3], [0.3, 0.5]], [[0.2, 0.0], [0.0, 2.0]]]
+
+
+@pytest.mark.parametrize("sigma,x", [(1e154, [0.3, -0.7]), (1e200, [0.3, -0.7]), (1e300, [0.3, -0.7]),
+                                     (1e200, [1e200, -3e199]), (1.0, [1e200, -3e199]), (1.0, [-1e150, 2e149]),
+                                     (1e155, [5e154, 1e154])])
+def test_extreme_arguments_against_mpmath(sigma, x):
+    """Finite results where sigma^2 or |x - mu|^2 overflow float64 (the scaled form), against 60-digit mpmath."""
+    mix = GaussianMixture(_EXT_W, _EXT_MU, _EXT_S)
+    lp, post, D, eps = _mp_reference(_EXT_W, _EXT_MU, _EXT_S, x, sigma)
+    xt = torch.tensor([x], dtype=F64)
+    if math.isfinite(lp):
+        torch.testing.assert_close(mix.log_prob(xt, sigma), torch.tensor([lp], dtype=F64), rtol=1e-13, atol=0)
+    else:  # log p ~ -5e399: not a float64; refused, naming x
+        with pytest.raises(ValueError, match="^x:"):
+            mix.log_prob(xt, sigma)
+    torch.testing.assert_close(mix.responsibilities(xt, sigma)[0], torch.tensor(post, dtype=F64),
+                               rtol=1e-10, atol=1e-300)
+    torch.testing.assert_close(mix.denoiser(xt, sigma)[0], torch.tensor(D, dtype=F64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mix.eps(xt, sigma)[0], torch.tensor(eps, dtype=F64), rtol=1e-10, atol=1e-300)
+    score = mix.score(xt, sigma)[0]
+    assert torch.isfinite(score).all()
+    if sigma <= 1.0:  # score = -eps/sigma, representable here
+        torch.testing.assert_close(score, -torch.tensor(eps, dtype=F64) / sigma, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("sigma", [1e154, 1e200, 1e300])
+def test_large_sigma_limits(sigma):
+    """As sigma -> inf: D -> the mixture mean, score ~ -x/sigma^2 (0 below float64's range), eps ~ x/sigma."""
+    mix = GaussianMixture(_EXT_W, _EXT_MU, _EXT_S)
+    x = torch.tensor([[0.3, -0.7], [4.0, 1.0]], dtype=F64)
+    mean, _ = mix.moments()
+    torch.testing.assert_close(mix.denoiser(x, sigma), mean.expand(2, -1), rtol=1e-14, atol=1e-14)
+    assert mix.score(x, sigma).abs().max() <= 10 / sigma  # -(x - m)/sigma^2 rounded: subnormal or 0
+    torch.testing.assert_close(mix.eps(x, sigma) * sigma, x - mean, rtol=1e-12, atol=0)
+    torch.testing.assert_close(mix.posterior_covariance(x, sigma)[0], mix.moments()[1], rtol=1e-12, atol=1e-14)
+    assert torch.isfinite(mix.denoiser_jacobian(x, sigma)).all()
+
+
+@pytest.mark.parametrize("method,switch", [("log_prob", 1e150), ("responsibilities", 1e150), ("denoiser", 1e150),
+                                           ("eps", 1e150), ("denoiser_jacobian", 1e70),
+                                           ("posterior_covariance", 1e70)])
+def test_closed_and_scaled_forms_agree_at_the_switch(method, switch):
+    """Just below and just above the switch to the scaled form the two forms give the same values."""
+    mix = GaussianMixture(_EXT_W, _EXT_MU, _EXT_S)
+    x = torch.tensor([[0.3, -0.7], [4.0, 1.0]], dtype=F64)
+    lo, hi = getattr(mix, method)(x, 0.999999 * switch), getattr(mix, method)(x, 1.000001 * switch)
+    if method == "log_prob":  # changes by -d log(1.000001 / 0.999999)
+        torch.testing.assert_close(hi, lo - 2 * math.log(1.000001 / 0.999999), rtol=1e-12, atol=0)
+    elif method == "denoiser_jacobian":  # ~ S / sigma^2
+        torch.testing.assert_close(hi * (1.000001 / 0.999999) ** 2, lo, rtol=1e-9, atol=0)
+    elif method == "eps":  # ~ (x - m) / sigma
+        torch.testing.assert_close(hi * (1.000001 / 0.999999), lo, rtol=1e-9, atol=0)
+    else:
+        torch.testing.assert_close(hi, lo, rtol=1e-9, atol=1e-15)

@@ -23,7 +23,10 @@ _SYM_RTOL = 1e-10  # symmetry and PSD tolerance, relative to the largest entry /
 
 
 def _vector(m, name: str) -> torch.Tensor:
-    return as_tensor(m, name, ndim=1)
+    m = as_tensor(m, name, ndim=1)
+    if m.shape[0] < 1:
+        raise ValueError(f"{name}: expected at least one dimension, got shape {tuple(m.shape)}")
+    return m
 
 
 def _psd_eigh(S, name: str, d: int) -> tuple[torch.Tensor, torch.Tensor]:

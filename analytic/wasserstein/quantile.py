@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .._checks import DTYPE, as_tensor, check_weights
+from .._checks import DTYPE, as_tensor, check_float, check_weights
 
 __all__ = ["w2_1d", "w2_1d_laws", "w2_1d_cloud"]
 
@@ -211,6 +211,7 @@ def w2_1d(
         raise ValueError(f"nodes: must be an int in [2, 150] (hermegauss overflows beyond), got {nodes!r}")
     if method not in _METHODS:
         raise ValueError(f"method: must be one of {_METHODS}, got {method!r}")
+    rtol, atol = check_float(rtol, "rtol", nonneg=True), check_float(atol, "atol", nonneg=True)
     if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
         raise ValueError(f"rtol: rtol and atol must be >= 0, not both 0 (got {rtol!r}, {atol!r})")
     if not isinstance(max_rounds, int) or max_rounds < 1:
@@ -235,6 +236,9 @@ def w2_1d(
 
 def w2_1d_laws(source, target, nodes: int = 96, **kwargs) -> float:
     """W2(source, target) for 1-D Gaussian-mixture laws: `w2_1d` with push = identity (keywords passed on)."""
+    unknown = sorted(set(kwargs) - {"method", "rtol", "atol", "max_rounds", "n_quantiles"})
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a keyword of w2_1d_laws (method, rtol, atol, max_rounds, n_quantiles)")
     return w2_1d(lambda x: x, source, target, nodes, **kwargs)
 
 

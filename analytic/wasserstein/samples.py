@@ -17,7 +17,7 @@ import numpy as np
 import ot
 import torch
 
-from .._checks import DTYPE, as_tensor, check_weights
+from .._checks import DTYPE, as_tensor, check_bool, check_generator, check_int, check_weights
 from ..gmm import GaussianMixture
 from .quantile import w2_1d_cloud
 
@@ -89,6 +89,7 @@ def pot_w2(X, Y, a=None, b=None, debias=False, X2=None, Y2=None, *, squared=Fals
     X, Y = _cloud(X, "X"), _cloud(Y, "Y")
     if Y.shape[1] != X.shape[1]:
         raise ValueError(f"Y: expected dimension d = {X.shape[1]} (as X), got shape {tuple(Y.shape)}")
+    debias, squared = check_bool(debias, "debias"), check_bool(squared, "squared")
     a, b = check_weights(a, X.shape[0], "a"), check_weights(b, Y.shape[0], "b")
     w2sq = _emd2(X, a, Y, b)
     if debias:
@@ -114,8 +115,8 @@ def _directions(d: int, n_projections: int, generator, directions) -> torch.Tens
         if (norms == 0).any():
             raise ValueError("directions: rows must be nonzero")
         return theta / norms
-    if not isinstance(n_projections, int) or n_projections < 1:
-        raise ValueError(f"n_projections: must be a positive int, got {n_projections!r}")
+    n_projections = check_int(n_projections, "n_projections")
+    check_generator(generator)
     theta = torch.randn(n_projections, d, dtype=DTYPE, generator=generator)
     return theta / theta.norm(dim=1, keepdim=True)
 
@@ -169,8 +170,9 @@ def sliced_w2_gmm(X, gmm, n_projections: int = 256, generator=None, a=None, *, d
         weights, means, covs = gmm.weights, gmm.means, gmm.covariances
     except AttributeError:
         raise ValueError("gmm: expected a GaussianMixture (weights, means, covariances)") from None
-    if means.shape[1] != X.shape[1]:
-        raise ValueError(f"gmm: dimension {means.shape[1]} does not match X of shape {tuple(X.shape)}")
+    means = as_tensor(means, "gmm")
+    if means.ndim != 2 or means.shape[1] != X.shape[1]:
+        raise ValueError(f"gmm: means of shape {tuple(means.shape)} do not match X of shape {tuple(X.shape)}")
     a = check_weights(a, X.shape[0], "a")
     theta = _directions(X.shape[1], n_projections, generator, directions)
     pm = means @ theta.T  # (K, P)

@@ -40,6 +40,7 @@ import types
 
 import torch
 
+from ..grid import check_grid, check_x, checked_denoiser
 from ..solvers.base import Solver
 
 INSTALL_HINT = "pip install --no-deps k-diffusion torchsde torchdiffeq trampoline (see README)"
@@ -210,9 +211,9 @@ class KDiffusionSolver(Solver):
     def __call__(self, denoiser, x, sigmas, callback=None):
         if callback is not None:
             raise ValueError("callback: k-diffusion's samplers call theirs with their own fields; not supported here")
-        if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 1:
-            raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
-        sigmas = torch.as_tensor(sigmas, dtype=x.dtype, device=x.device)
+        denoiser = checked_denoiser(denoiser, self.name)
+        check_x(x)
+        sigmas = check_grid(sigmas).to(dtype=x.dtype, device=x.device)
 
         def model(y, sigma):
             if torch.is_tensor(sigma) and sigma.ndim == 1 and bool((sigma == sigma[0]).all()):
@@ -229,12 +230,31 @@ class KDiffusionSolver(Solver):
         return f"KDiffusionSolver({self.name!r})"
 
 
+def _check_kind(sampler: str, key: str, value, default) -> None:
+    """A keyword's value must be of its default's kind (a number for a numeric default, not NaN; a bool for a bool;
+    a string for a string), so that a wrong type is refused here and not met in the middle of a run."""
+    if default is inspect.Parameter.empty or default is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "True or False"
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        kind = "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{key}: {sampler} needs {kind} (got {value!r})")
+
+
 def kdiffusion_solver(name: str, **kwargs) -> KDiffusionSolver:
     """The k-diffusion sampler `name` (e.g. "sample_heun" or "heun") with keyword arguments `kwargs`, as a solver.
 
     Refused: samplers that are not grid samplers (sample_dpm_fast, sample_dpm_adaptive), stochastic settings
     (s_churn > 0, eta > 0 for the ancestral and SDE samplers: pass eta=0 for their deterministic ODE limit),
-    noise-related or unknown keywords."""
+    noise-related or unknown keywords, and values of another kind than the keyword's default (a string for a number,
+    NaN, ...)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: expected a k-diffusion sampler name, got {name!r}")
     full = name if name.startswith("sample_") else "sample_" + name
@@ -251,6 +271,10 @@ def kdiffusion_solver(name: str, **kwargs) -> KDiffusionSolver:
         if key in fixed or key not in params:
             allowed = sorted(set(params) - fixed)
             raise ValueError(f"kwargs: {full} takes no setting {key!r} here; allowed: {', '.join(allowed)}")
+    for key, value in kwargs.items():
+        _check_kind(full, key, value, params[key].default)
+    if "solver_type" in kwargs and kwargs["solver_type"] not in ("midpoint", "heun"):
+        raise ValueError(f"solver_type: {full} takes 'midpoint' or 'heun' (got {kwargs['solver_type']!r})")
     meta = SAMPLERS[full]
     if meta.stochastic is not None:
         eta = kwargs.get(meta.stochastic, params[meta.stochastic].default)

@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from analytic import processes as oracle_processes
 
 from .. import solvers
+from ..errors import InputError
+from ..grid import check_callback, check_grid, check_x, checked_denoiser
 from ..solvers.base import Solver
 from ..solvers.interface import DECLARED, SolverInterface
 
 
-class SpecError(ValueError):
-    """A SPEC or config that cannot be turned into a solver."""
+class SpecError(InputError):
+    """A SPEC or config that cannot be turned into a solver (an InputError: exit status 2, one line)."""
 
 
 class MissingExtraError(SpecError):
@@ -101,13 +103,30 @@ class CallableSolver(Solver):
         self.name = str(getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__)
         check_callable(fn, self.name)
         for attr in DECLARED:
-            if attr in ("name", "processes", "with_process") or not hasattr(fn, attr):
+            if attr in ("name", "processes", "with_process"):
                 continue
-            value = getattr(fn, attr)
-            if attr not in _METHODS or callable(value):
-                setattr(self, attr, value)
-        if getattr(fn, "processes", None) and callable(getattr(fn, "with_process", None)):
-            self.processes = tuple(fn.processes)
+            try:
+                if not hasattr(fn, attr):
+                    continue
+                value = getattr(fn, attr)
+            except Exception as exc:  # a property that raises: declared, but unreadable (conformance fails it)
+                value = Unreadable(attr, f"reading it raised {type(exc).__name__}: {exc}")
+            if attr in _METHODS:
+                if value is None:
+                    continue
+                if not callable(value):  # declared, but not as a method: calling it names the claim
+                    value = Unreadable(attr, f"declared {value!r} ({type(value).__name__}), not a method")
+            setattr(self, attr, value)
+        try:
+            procs, with_process = getattr(fn, "processes", None), getattr(fn, "with_process", None)
+            declared = procs is not None and not (isinstance(procs, (tuple, list)) and not procs)
+        except Exception as exc:
+            self.processes = Unreadable("processes", f"reading it raised {type(exc).__name__}: {exc}")
+            return
+        if declared and not callable(with_process):
+            self.processes = Unreadable("processes", f"declared {procs!r} without a with_process(process) method")
+        elif declared:
+            self.processes = tuple(procs) if isinstance(procs, (tuple, list)) else procs
 
     def with_process(self, process: str) -> CallableSolver:
         """The wrapped object's own `with_process(process)`, wrapped in turn."""
@@ -116,12 +135,34 @@ class CallableSolver(Solver):
         return CallableSolver(self.fn.with_process(process))
 
     def __call__(self, denoiser, x, sigmas, callback=None):
+        # the outside loop gets the same refusals as the suite's own (grid.py): bad arguments before any call, and a
+        # denoiser output of the wrong shape refused instead of broadcast
+        denoiser = checked_denoiser(denoiser, self.name)
+        check_x(x)
+        check_grid(sigmas)
+        check_callback(callback)
         if callback is None:
             return self.fn(denoiser, x, sigmas)
         return self.fn(denoiser, x, sigmas, callback=callback)
 
     def __repr__(self) -> str:
         return f"CallableSolver({self.fn!r})"
+
+
+class Unreadable:
+    """An outside object's declaration that cannot be read (its attribute raised, or a method is not callable):
+    conformance.declared turns it into a failed claim naming `unreadable_reason`; using it in any other way raises."""
+
+    def __init__(self, claim: str, reason: str):
+        self.claim, self.unreadable_reason = claim, reason
+
+    def _raise(self, *args, **kwargs):
+        raise ValueError(f"{self.claim}: {self.unreadable_reason}")
+
+    __call__ = __bool__ = __iter__ = __len__ = __float__ = __index__ = _raise
+
+    def __repr__(self) -> str:
+        return f"<unreadable {self.claim}: {self.unreadable_reason}>"
 
 
 class ProcessFamily(Solver):
@@ -171,7 +212,11 @@ def _import_attr(spec: str):
     except Exception as exc:
         raise SpecError(f"SPEC: cannot import module {mod!r} ({type(exc).__name__}: {exc})") from None
     for part in attr.split("."):
-        if not hasattr(obj, part):
+        try:
+            found = part.isidentifier() and hasattr(obj, part)
+        except Exception as exc:  # a property or module __getattr__ that raises
+            raise SpecError(f"SPEC: {spec}: reading {part!r} raised {type(exc).__name__}: {exc}") from None
+        if not found:
             raise SpecError(f"SPEC: module {mod!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if inspect.isclass(obj):
@@ -211,8 +256,20 @@ def _diffusers(spec: str, config: dict | None) -> LoadedSolver:
     except ImportError as exc:
         raise MissingExtraError(f"{exc}: pip install 'sdm-verify[diffusers]'") from None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise SpecError(f"SPEC: {spec}: {exc}") from None
+        raise _refusal(spec, exc, config) from None
     return LoadedSolver(spec, solver.name, as_solver(solver))
+
+
+def _refusal(spec: str, exc: Exception, config: dict | None) -> SpecError:
+    """The adapter's refusal as a SpecError naming the argument: --config for a config key or value it refuses
+    (the adapters' messages start with 'config:' / a keyword's name), SPEC for the class or sampler name."""
+    text = str(exc) if str(exc) else type(exc).__name__
+    head = text.partition(":")[0]
+    if head in ("cls_or_name", "name") or not config:
+        return SpecError(f"SPEC: {spec}: {text}")
+    if head == "config":
+        text = text.partition(":")[2].strip()
+    return SpecError(f"--config: {spec}: {text}")
 
 
 def _kdiffusion(spec: str, config: dict | None) -> LoadedSolver:
@@ -226,5 +283,5 @@ def _kdiffusion(spec: str, config: dict | None) -> LoadedSolver:
     except kdiffusion.MissingKDiffusionError as exc:
         raise MissingExtraError(str(exc)) from None
     except ValueError as exc:
-        raise SpecError(f"SPEC: {spec}: {exc}") from None
+        raise _refusal(spec, exc, config) from None
     return LoadedSolver(spec, solver.name, solver)

@@ -1,15 +1,18 @@
 """What the `sdm-verify` commands share: the one-line usage error (exit status 2), a parser that reports bad usage
-on one line, opening a results store, checking a positive number, and the summary of judged cases."""
+on one line, opening a results store, checking an output folder, checking a positive number, and the summary of
+judged cases."""
 
 from __future__ import annotations
 
 import argparse
 import math
-import sqlite3
 from pathlib import Path
 
 from ..harness.results import VERDICTS
 from ..harness.store import ResultStore
+from ..report.page import check_output_dir
+
+__all__ = ["Parser", "UsageError", "check_output_dir", "open_store", "positive", "print_summary"]
 
 
 class UsageError(ValueError):
@@ -23,14 +26,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def open_store(db: Path, must_exist: bool) -> ResultStore:
-    """The results store at `db`; a missing file (when it must exist) or a non-database is a usage error."""
-    if must_exist and not db.is_file():
-        raise UsageError(f"--db: no such file {db}")
-    try:
-        return ResultStore(db)
-    except sqlite3.DatabaseError as exc:
-        raise UsageError(f"--db: {db} is not a results database ({exc})") from None
+def open_store(db: Path, must_exist: bool, *, readonly: bool = False, name: str = "--db") -> ResultStore:
+    """The results store at `db`, its errors naming the option `name`. must_exist: a missing file is refused;
+    readonly: opened for reading only (it must exist; no byte of it, nor its journal mode, changes). A path that
+    cannot be a store, a damaged store, or one with other tables is refused with a StoreError (exit status 2)."""
+    if must_exist and not readonly:
+        ResultStore.check_path(db, name=name, must_exist=True, writable=True)
+    return ResultStore(db, readonly=readonly, name=name)
 
 
 def positive(value, option: str) -> None:

@@ -11,7 +11,6 @@ status 1, unless --update-baseline made this run the new baseline.
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 import time
 import warnings
@@ -21,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import report, solvers
+from ..errors import StoreError
 from ..harness import cases as matrix
 from ..harness.baseline import compare, write_baseline
 from ..harness.store import ResultStore, config_key
@@ -29,7 +29,7 @@ from ..harness.symbolic_order import symbolic_order
 from ..real.run import RUNS_META
 from ..report.meta_keys import FULL_META, RUN_META, SDM_DATA_META, SDM_META, SYMBOLIC_META
 from ..studies.sdm.report import sdm_section
-from .common import print_summary
+from .common import check_output_dir, print_summary
 
 #: `theory --quick`: every default config (all three targets and meters, every process, four schedules) for the
 #: solvers that carry the findings: first and second order references (euler, heun, dpmpp_2m), both known deviations
@@ -110,23 +110,32 @@ def symbolic_orders(cases) -> dict:
 
 
 def stores(args) -> tuple[Path, Path | None]:
-    """(working store, baseline store or None) of the run, checked before any work."""
-    db = Path(args.db) if args.db else Path(WORK_DB)
+    """(working store, baseline store or None) of the run, checked before any work: --out can be written, --db can be
+    written (file and folder; run() opens it before the sweep, refusing a damaged or foreign one); --baseline, where
+    it exists, is an undamaged store of this code (read only: never written, its journal mode never changed), and
+    with --update-baseline it can be replaced. Every refusal is one line naming the option."""
+    check_output_dir(args.out, "--out")
+    # its pages, tables and schema are checked when run() opens it, before the sweep and before anything is written
+    db = ResultStore.check_path(args.db if args.db is not None else WORK_DB, name="--db", writable=True)
     if args.no_baseline:
         if args.update_baseline:
             raise ValueError("--update-baseline: not allowed with --no-baseline")
         return db, None
-    baseline = Path(args.baseline) if args.baseline else Path(BASELINE_DB)
+    baseline = ResultStore.check_path(args.baseline if args.baseline is not None else BASELINE_DB,
+                                      name="--baseline", writable=False)
     if baseline.resolve() == db.resolve():
         raise ValueError(f"--baseline: {baseline} is also the working store (--db): a baseline is compared with, never "
                          "computed into; give --db another file, or --no-baseline")
     if baseline.is_file():
-        try:
-            ResultStore(baseline, readonly=True).close()
-        except (sqlite3.DatabaseError, ValueError) as exc:
-            raise ValueError(f"--baseline: {baseline} is not a results database this code reads ({exc})") from None
+        ResultStore(baseline, readonly=True, name="--baseline").close()
     elif args.baseline and not args.update_baseline:
-        raise ValueError(f"--baseline: no such file {baseline}")
+        raise StoreError(f"--baseline: no such file {baseline}")
+    if args.update_baseline:  # it is replaced after the run: refuse now what would fail then
+        ResultStore.check_path(baseline, name="--baseline", writable=True)
+        wal = Path(f"{baseline}-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise StoreError(f"--update-baseline: {baseline} is open for writing elsewhere ({wal.name} beside it); "
+                             "close that process")
     return db, baseline
 
 
@@ -134,7 +143,7 @@ def compare_with_baseline(store, baseline: Path | None, configs: list[dict], res
     """The run's cells and cases against the baseline store (harness.baseline.compare), or None without one."""
     if baseline is None or not baseline.is_file():
         return None
-    with ResultStore(baseline, readonly=True) as base:
+    with ResultStore(baseline, readonly=True, name="--baseline") as base:
         note = ""
         try:
             base_results, _ = report.load_results(base)
@@ -158,11 +167,7 @@ def run(args) -> int:
     cells = [cell for c in cases for cell in c.cells()]
     full_cells = matrix.full_sampler_cells(names)
     configs = [c.config() for c in cells + full_cells]
-    try:
-        store = ResultStore(db)
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(f"--db: {db} is not a results database ({exc})") from None
-    with store:
+    with ResultStore(db, name="--db") as store:
         keys = {config_key(c.config()) for c in cells}
         n_computed = len(keys - store.keys())
         n_full = len({config_key(c) for c in configs[len(cells):]} - store.keys())
@@ -190,7 +195,7 @@ def run(args) -> int:
         if store.get_meta(RUNS_META) or baseline is None or not baseline.is_file():
             md, _ = report.write_report(store, results, out, record, extra)
         else:
-            with ResultStore(baseline, readonly=True) as base:
+            with ResultStore(baseline, readonly=True, name="--baseline") as base:
                 md, _ = report.write_report(base, results, out, record, extra)
         if args.update_baseline:
             n_rows = write_baseline(store, {config_key(c) for c in configs}, baseline,

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -11,6 +14,7 @@ import torch
 from ..adapters import spec as specs
 from ..adapters.spec import as_solver
 from ..conformance import check
+from ..errors import OutputPathError
 from ..harness.targets import available as available_targets
 from .common import UsageError, positive
 
@@ -50,36 +54,122 @@ def load_solver(spec: str, config: dict | None = None):
     return specs.load(spec, config)
 
 
+def _json_kind(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return {list: "an array", str: "a string", int: "a number", float: "a number"}.get(type(value), "not an object")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _object(pairs):
+    keys = [k for k, _ in pairs]
+    duplicated = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicated:
+        raise ValueError(f"duplicate key(s) {duplicated}")
+    return dict(pairs)
+
+
+def _parse(source: str, where: str):
+    """json.loads refusing NaN/Infinity and duplicate keys, any failure a UsageError naming `where`."""
+    try:
+        return json.loads(source, parse_constant=_no_constant, object_pairs_hook=_object)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--config: {where} is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                         f"{exc.colno})") from None
+    except RecursionError:
+        raise UsageError(f"--config: {where} is nested too deeply to be a scheduler config or sampler keywords") \
+            from None
+    except ValueError as exc:
+        raise UsageError(f"--config: {where} is not valid here ({exc})") from None
+
+
 def read_config(text: str | None) -> dict | None:
-    """--config: a JSON object, given inline or as the path of a JSON file."""
+    """--config: a JSON object, given inline or as the path of a JSON file. Something that looks like a path (ends
+    with .json, contains a path separator, or exists) is read as a file: a missing one is "no such file"; a file or
+    inline text that is not valid JSON names the JSON error with its line and column; JSON that is not an object
+    says what it is."""
     if text is None:
         return None
-    source = text
-    if not text.lstrip().startswith("{") and Path(text).is_file():
-        source = Path(text).read_text(encoding="utf-8")
+    stripped = text.strip()
+    inline = stripped[:1] in ("{", "[", '"')
     try:
-        config = json.loads(source)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--config: not a JSON object or a JSON file ({exc})") from None
+        path = Path(text)
+        exists = not inline and path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL: not a file
+        exists = False
+    looks_like_path = not inline and (stripped.lower().endswith(".json") or "/" in text or os.sep in text or exists)
+    if looks_like_path:
+        if not exists:
+            raise UsageError(f"--config: no such file {text}")
+        if path.is_dir():
+            raise UsageError(f"--config: {text} is a directory, not a JSON file")
+        try:
+            source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"--config: {text} is not a UTF-8 text file") from None
+        except OSError as exc:
+            raise UsageError(f"--config: cannot read {text} ({exc.strerror or exc})") from None
+        config = _parse(source, f"the file {text}")
+        where = f"the file {text}"
+    else:
+        if not stripped:
+            raise UsageError("--config: empty; give a JSON object, inline or as a file path")
+        config = _parse(text, "not a JSON object: the inline text")
+        where = "the inline text"
     if not isinstance(config, dict):
-        raise UsageError(f"--config: expected a JSON object, got {type(config).__name__}")
+        raise UsageError(f"--config: expected a JSON object, {where} is {_json_kind(config)}")
     return config
+
+
+def check_output(text: str | None) -> Path | None:
+    """--json: a file that can be written after the run. Checked before it (nothing is created): not a directory,
+    and its nearest existing parent a writable directory (missing parents are created after the run)."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise OutputPathError("--json: empty path")
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise OutputPathError(f"--json: {text} is a directory; give the path of a file to write")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise OutputPathError(f"--json: {text} exists and is not writable")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"--json: {text} cannot be created: {parent} is not a directory")
+    try:  # os.access is not enough (root, read-only file systems): create and remove a probe file
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".sdm-verify-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputPathError(f"--json: {text} cannot be written: {parent} is not a writable directory "
+                              f"({exc.strerror or exc})") from None
+    return path
 
 
 def validate(spec: str, claimed: float | None = None, targets=None, *, config: dict | None = None,
              claimed_nfe_per_step: float | None = None, quick: bool = False, progress: bool = True):
     """The conformance check (sdm_verify.conformance.check) of `spec` against `claimed` (default: the solver's
-    declared `order`). Returns the ConformanceResult."""
-    loaded = load_solver(spec, config)
-    if claimed is None:
-        claimed = as_solver(loaded.solver).order
-        if not isinstance(claimed, (int, float)) or isinstance(claimed, bool):
-            raise UsageError(f"--claimed-order: required, {spec} declares no numeric `order`")
-    positive(claimed, "--claimed-order")
+    declared `order`; a declared order that cannot be read fails the order item). Returns the ConformanceResult."""
+    if claimed is not None:
+        positive(claimed, "--claimed-order")
     if claimed_nfe_per_step is not None:
         positive(claimed_nfe_per_step, "--claimed-nfe-per-step")
-    return check(loaded, float(claimed), config, claimed_nfe_per_step=claimed_nfe_per_step, targets=targets,
-                 quick=quick, progress=progress)
+    loaded = load_solver(spec, config)
+    if claimed is None:
+        try:
+            declared = as_solver(loaded.solver).order
+        except Exception:  # unreadable: conformance.check fails the order item
+            declared = math.nan
+        if declared is None:
+            raise UsageError(f"--claimed-order: required, {spec} declares no numeric `order`")
+    return check(loaded, None if claimed is None else float(claimed), config,
+                 claimed_nfe_per_step=claimed_nfe_per_step, targets=targets, quick=quick, progress=progress)
 
 
 def validation_json(result) -> dict:
@@ -90,15 +180,16 @@ def validation_json(result) -> dict:
 
 def run(args) -> int:
     torch.set_num_threads(1)
-    config = read_config(args.config)
+    out = check_output(args.json)  # every option before the solver is loaded or run
     if args.claimed_order is not None:
         positive(args.claimed_order, "--claimed-order")
     if args.claimed_nfe_per_step is not None:
         positive(args.claimed_nfe_per_step, "--claimed-nfe-per-step")
+    config = read_config(args.config)
     result = validate(args.solver, args.claimed_order, args.targets, config=config,
                       claimed_nfe_per_step=args.claimed_nfe_per_step, quick=args.quick)
     print(result.table())
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(validation_json(result), indent=2) + "\n", encoding="utf-8")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(validation_json(result), indent=2) + "\n", encoding="utf-8")
     return 0 if result.ok else 1

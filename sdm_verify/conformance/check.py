@@ -4,6 +4,10 @@ Used by `sdm-verify validate` and the pytest plugin. It resolves the solver (a S
 callable), the order it is judged against and the plan of order measurements, runs those measurements, then every
 item of conformance.items on the solver (each of its `processes` when it has them), and returns a
 ConformanceResult. Its verdict is "pass" only if every judged item passes.
+
+Bad arguments are refused (InputError, naming the argument) before the solver is loaded or run. A declaration the
+check cannot read (declared.ClaimError: the declared order, nfe(n), equivalent, processes, sigma_range, ...) is not
+an input error but a failed claim: the item that reads it fails with the reason, and the verdict is "fail".
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import math
 
 from ..adapters import spec as specs
+from ..errors import InputError
+from ..harness.targets import available as available_targets
 from . import declared
 from .context import Context, Progress
 from .items import CHECKS, ITEMS, RUN_ORDER, affine, determinism, final_step, float32, order, point_mass, symbolic
-from .result import ConformanceResult
+from .result import ConformanceResult, Item
 
 
 def check(spec_or_solver, claimed_order: float | None = None, config: dict | None = None, *,
@@ -23,15 +29,25 @@ def check(spec_or_solver, claimed_order: float | None = None, config: dict | Non
     """Run every conformance item on a solver: a SPEC string (sdm_verify.adapters.spec), a LoadedSolver or a
     callable solver(denoiser, x, sigmas). `claimed_order` defaults to the solver's declared `order`; `targets`
     restricts the order measurements; `quick` measures orders on gmm-8d (EDM and logSNR grids) only."""
+    _check_options(spec_or_solver, config, targets, quick, progress)
+    if claimed_order is not None:
+        claimed_order = _positive(claimed_order, "claimed_order")
+    if claimed_nfe_per_step is not None:
+        _positive(claimed_nfe_per_step, "claimed_nfe_per_step")
     loaded = _resolve(spec_or_solver, config)
     solver = loaded.solver
-    claimed = _claimed_order(solver, claimed_order)
-    if claimed_nfe_per_step is not None and (isinstance(claimed_nfe_per_step, bool) or not isinstance(
-            claimed_nfe_per_step, (int, float)) or not claimed_nfe_per_step > 0):
-        raise ValueError(f"claimed_nfe_per_step: must be a positive number (got {claimed_nfe_per_step!r})")
-    ctx = Context(loaded.name, claimed, declared.variants(solver), claimed_nfe_per_step)
-    planned = order.plan(loaded, ctx, targets, quick)
-    if not planned:
+    unreadable = {}
+    claimed = claimed_order
+    if claimed is None:
+        try:
+            claimed = declared.order_claim(solver)
+        except declared.ClaimError as exc:  # a claim that cannot be read fails the order item; the rest still run
+            unreadable["order"], claimed = str(exc), math.nan
+        if claimed is None:
+            raise InputError("claimed_order: required, the solver declares no numeric `order`")
+    ctx = Context(loaded.name, claimed, declared.variants(solver), claimed_nfe_per_step, unreadable=unreadable)
+    planned = [] if unreadable else order.plan(loaded, ctx, targets, quick)
+    if not planned and not unreadable:
         raise specs.SpecError(f"targets: no order configuration left for targets {list(targets or [])}")
     per_process = point_mass.RUNS + affine.RUNS + float32.RUNS + determinism.RUNS
     runs = sum(len(ns) for *_, ns in planned) + len(ctx.variants) * per_process + final_step.RUNS + symbolic.RUNS
@@ -39,7 +55,11 @@ def check(spec_or_solver, claimed_order: float | None = None, config: dict | Non
     try:
         ctx.measured = order.measure(loaded, planned, ctx)
         for name in RUN_ORDER:
-            ctx.items[name] = CHECKS[name](solver, ctx)
+            try:
+                ctx.items[name] = CHECKS[name](solver, ctx)
+            except declared.ClaimError as exc:  # a declaration the item reads cannot be read: the item fails
+                ctx.items[name] = Item(name, "fail", "—", "a readable declaration", f"unreadable claim {exc}",
+                                       dict(unreadable=str(exc)))
     finally:
         ctx.bar.close()
     items = {name: ctx.items[name] for name in ITEMS}
@@ -56,12 +76,24 @@ def _resolve(spec_or_solver, config) -> specs.LoadedSolver:
     return specs.LoadedSolver(name, name, spec_or_solver)
 
 
-def _claimed_order(solver, claimed_order) -> float:
-    if claimed_order is None:
-        claimed_order = declared.order(solver)
-        if claimed_order is None or isinstance(claimed_order, bool) or not isinstance(claimed_order, (int, float)):
-            raise ValueError("claimed_order: required, the solver declares no numeric `order`")
-    if isinstance(claimed_order, bool) or not isinstance(claimed_order, (int, float)) or not (
-            math.isfinite(claimed_order) and claimed_order > 0):
-        raise ValueError(f"claimed_order: must be a positive number (got {claimed_order!r})")
-    return float(claimed_order)
+def _positive(value, argument: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise InputError(f"{argument}: must be a positive finite number (got {value!r})")
+    return float(value)
+
+
+def _check_options(spec_or_solver, config, targets, quick, progress) -> None:
+    """The cheap arguments, before the solver is loaded: targets, quick, progress, and config only with a SPEC."""
+    if config is not None and not isinstance(spec_or_solver, (str, specs.LoadedSolver)):
+        raise InputError("config: only a diffusers: or kdiffusion: SPEC takes a config (got a solver object)")
+    if targets is not None:
+        known = available_targets()
+        if isinstance(targets, str) or not isinstance(targets, (list, tuple)) or not targets:
+            raise InputError(f"targets: expected a non-empty list of target names ({', '.join(known)}), got "
+                             f"{targets!r}")
+        unknown = [t for t in targets if not isinstance(t, str) or t not in known]
+        if unknown:
+            raise InputError(f"targets: unknown target(s) {unknown}; known: {', '.join(known)}")
+    for flag, value in (("quick", quick), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise InputError(f"{flag}: expected True or False (got {value!r})")

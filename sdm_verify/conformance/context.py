@@ -47,6 +47,8 @@ class Context:
     items                 the items judged so far, in the order the check runs them (the nfe item reads the
                           final_step item's runs into sigma = 0)
     bar                   the progress bar, or None
+    unreadable            claim -> reason for a declaration read before the items that cannot be read (the declared
+                          `order`, when no claimed order is given); the item reading it fails
     """
 
     name: str
@@ -56,6 +58,7 @@ class Context:
     measured: list[tuple[dict, list[dict]]] = field(default_factory=list)
     items: dict[str, Item] = field(default_factory=dict)
     bar: Progress | None = None
+    unreadable: dict[str, str] = field(default_factory=dict)
     _cases: list[CaseResult] | None = field(default=None, init=False, repr=False)
 
     @classmethod

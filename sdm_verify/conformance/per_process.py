@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from .context import Context, Progress
+from .declared import ClaimError
 from .result import Item
 
 
@@ -32,6 +33,8 @@ def per_process(name: str, limit: str, ctx: Context, probe: Callable[[object, Pr
     for process, solver in ctx.variants:
         try:
             results[process] = probe(solver, ctx.bar)
+        except ClaimError as exc:  # a declaration it needs cannot be read: a failed claim
+            results[process] = Probe(False, math.inf, f"unreadable claim {exc}", {"error": str(exc)})
         except Exception as exc:  # the solver raised on a plain input: that is the finding
             results[process] = Probe(False, math.inf, f"raised {type(exc).__name__}: {exc}", {"error": str(exc)})
     ok = all(r.ok for r in results.values())

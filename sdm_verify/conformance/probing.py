@@ -25,8 +25,11 @@ def sigma_bounds(solver) -> tuple[float, float]:
     rng = declared.sigma_range(solver)
     if rng is None:
         return SIGMA_MIN, SIGMA_MAX
-    lo, hi = rng
-    return max(lo, SIGMA_MIN), min(hi, SIGMA_MAX)
+    lo, hi = max(rng[0], SIGMA_MIN), min(rng[1], SIGMA_MAX)
+    if not lo < hi:
+        raise declared.ClaimError(f"sigma_range: declared {rng}, which leaves nothing of [{SIGMA_MIN:g}, "
+                                  f"{SIGMA_MAX:g}] to run on")
+    return lo, hi
 
 
 def grid(schedule: str, n: int, process: str | None, lo: float, hi: float, zero: bool = False) -> torch.Tensor:
@@ -57,6 +60,14 @@ def run_row(solver, target: str, sigmas: torch.Tensor, sigma_to: float) -> dict:
     """harness.run.measure_run; a solver that raises gives an error row (error inf, status "error", the reason)."""
     try:
         return measure_run(solver, target, sigmas, sigma_to)
+    except declared.ClaimError as exc:  # a declaration the run needs cannot be read
+        return unreadable_row(exc)
     except Exception as exc:  # an outside solver that raises: no error for this N, the reason kept
         return dict(error=math.inf, status="error", detail=f"{type(exc).__name__}: {exc}", nfe=0, runs=0, wall=0.0,
                     metric="?", floor=0.0)
+
+
+def unreadable_row(exc: Exception) -> dict:
+    """The error row of a run that could not start because a declaration cannot be read."""
+    return dict(error=math.inf, status="error", detail=f"unreadable claim {exc}", nfe=0, runs=0, wall=0.0,
+                metric="?", floor=0.0)

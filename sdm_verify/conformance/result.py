@@ -46,7 +46,8 @@ class ConformanceResult:
 
     spec                  the SPEC as given (or the callable's name)
     name                  the solver's name in tables and JSON
-    claimed_order         the order judged against (given, or the solver's declared `order`)
+    claimed_order         the order judged against (given, or the solver's declared `order`; NaN when the declared
+                          order cannot be read, and the order item then fails)
     claimed_nfe_per_step  K of --claimed-nfe-per-step, or None
     items                 item name -> Item
     cases                 one harness.results.CaseResult per measured (process, target, schedule)
@@ -81,7 +82,7 @@ class ConformanceResult:
         it = self.items
         per_step = sorted({c["nfe_per_step"][-1] for c in _case_dicts(self.cases)})
         return dict(
-            solver=self.name, spec=self.spec, config=self.config, claimed_order=self.claimed_order,
+            solver=self.name, spec=self.spec, config=self.config, claimed_order=_finite(self.claimed_order),
             claimed_nfe_per_step=self.claimed_nfe_per_step, measured_order=self.measured_orders(),
             nfe=it["nfe"].data, nfe_per_step=per_step[0] if len(per_step) == 1 else per_step,
             symbolic=it["symbolic"].data or None,
@@ -107,7 +108,9 @@ class ConformanceResult:
 
     def table(self) -> str:
         """The verdict table printed by the CLI: per-case orders, then one row per item, then the verdict."""
-        head = f"solver {self.name}: claimed order {self.claimed_order:g}"
+        claimed = (f"{self.claimed_order:g}" if math.isfinite(self.claimed_order)
+                   else "unreadable (the declared order is not a positive number)")
+        head = f"solver {self.name}: claimed order {claimed}"
         tail = (f"VERDICT: {self.verdict.upper()}" + (f" (failed: {', '.join(self.failed)})" if self.failed else ""))
         return "\n".join([head, "", self.case_table(), "", self.item_table(), "", tail])
 

@@ -29,8 +29,9 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..errors import InputError, StoreError
 from .results import CaseResult
-from .store import ResultStore, config_key
+from .store import ResultStore, check_store_path, config_key
 from .sweep import CODE_META, Cell
 
 __all__ = ["CELL_RTOL", "FLOOR_FACTOR", "ORDER_TOL", "CaseChange", "CellChange", "Comparison", "compare",
@@ -177,6 +178,17 @@ def compare(run: list[tuple[dict, dict]], results: list[CaseResult], baseline: R
             note: str = "") -> Comparison:
     """The run's (config, row) cells and case results against `baseline` and its case results (None when they
     could not be read: cells are still compared). code_files: the run store's CODE_META."""
+    if not isinstance(baseline, ResultStore):
+        raise InputError(f"baseline: must be an open ResultStore (got {type(baseline).__name__})")
+    if not isinstance(run, (list, tuple)) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], dict) and isinstance(p[1], dict | None)
+            for p in run):
+        raise InputError("run: must be a list of (config, row) pairs of dicts")
+    if baseline_results is not None and not isinstance(baseline_results, (list, tuple)):
+        raise InputError("baseline_results: must be a list of CaseResult or None (got "
+                         f"{type(baseline_results).__name__})")
+    if code_files is not None and not isinstance(code_files, dict):
+        raise InputError(f"code_files: must be a dict or None (got {type(code_files).__name__})")
     out = Comparison(str(baseline.path), note=note)
     base: dict[str, tuple[dict, dict]] = {}
     for _, cfg, row in baseline.records():  # the latest row of an identity wins
@@ -231,11 +243,21 @@ def write_baseline(working: ResultStore, keys, path, *, theory_meta) -> int:
     run record and sections) and CODE_META, with the old baseline's rows that are not sweep cells (real-model runs)
     and its other meta and blobs carried over. Written beside `path` and moved into place, so a failure leaves the
     old baseline whole. Returns the number of rows written."""
-    path = Path(path)
+    if not isinstance(working, ResultStore):
+        raise InputError(f"working: must be an open ResultStore (got {type(working).__name__})")
+    path = check_store_path(path, name="path", writable=True)
+    if path.resolve() == working.path.resolve():
+        raise InputError(f"path: {path} is the working store itself: the baseline is another file")
+    if isinstance(keys, (str, bytes)) or isinstance(theory_meta, (str, bytes)):
+        raise InputError("keys, theory_meta: must be collections of strings, not one string")
     keys, theory_meta = set(keys), set(theory_meta) | {CODE_META}
+    if not all(isinstance(k, str) for k in keys | theory_meta):
+        raise InputError("keys, theory_meta: must be collections of strings")
+    if path.is_file():  # the old baseline is read below: refuse a damaged one before the new file is started
+        ResultStore(path, readonly=True, name="path").close()
     wal = Path(f"{path}-wal")
     if wal.is_file() and wal.stat().st_size > 0:
-        raise ValueError(f"baseline: {path} is open for writing elsewhere ({wal.name} beside it); close that process")
+        raise StoreError(f"path: {path} is open for writing elsewhere ({wal.name} beside it); close that process")
     tmp = path.with_name(f".{path.stem}.new{path.suffix}")
     tmp.unlink(missing_ok=True)
     n = 0

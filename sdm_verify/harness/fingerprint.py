@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -35,6 +36,8 @@ from pathlib import Path
 import numpy
 import scipy
 import torch
+
+from ..errors import InputError
 
 __all__ = ["BASE_MODULES", "BOOKKEEPING", "HARNESS_MODULES", "Part", "class_part", "file_digest", "harness_parts",
            "module_file", "modules_part", "schedule_part", "solver_part", "versions"]
@@ -65,9 +68,24 @@ class Part:
 # ---------------------------------------------------------------- files
 
 
+def _name(value, arg: str) -> str:
+    """value, if it is a dotted module name (or a part name): a non-empty str without spaces."""
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise InputError(f"{arg}: must be a non-empty name without spaces (got {value!r})")
+    return value
+
+
+def _names(value, arg: str) -> tuple[str, ...]:
+    """value as a tuple of module names (a single str is refused: it would be read as its characters)."""
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        raise InputError(f"{arg}: must be a tuple of module names (got {type(value).__name__})")
+    return tuple(_name(v, arg) for v in value)
+
+
 def module_file(name: str) -> tuple[Path, str] | None:
     """(source file, path relative to the folder holding its top-level package) of module `name`, or None if it
     has no Python source. Found without importing `name` itself (its top-level package is imported)."""
+    _name(name, "name")
     mod = sys.modules.get(name)
     path = getattr(mod, "__file__", None) if mod is not None else None
     top = name.split(".")[0]
@@ -113,7 +131,15 @@ def _parsed(path: Path) -> tuple[str, ast.AST]:
 
 def file_digest(path) -> str:
     """sha256 of the file's syntax tree without docstrings (comments and layout never reach the tree)."""
-    return _parsed(Path(path))[0]
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or not os.fspath(path):
+        raise InputError(f"path: must be a Python source file path (got {path!r})")
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"path: no such file {p}")
+    try:
+        return _parsed(p)[0]
+    except (SyntaxError, UnicodeDecodeError) as exc:
+        raise InputError(f"path: {p} is not Python source ({type(exc).__name__}: {exc})") from None
 
 
 def _imports(name: str, path: Path, scope) -> set[str]:
@@ -175,10 +201,17 @@ def _package(module: str) -> str:
 # ---------------------------------------------------------------- the parts
 
 
-@cache
 def class_part(name: str, cls: type) -> Part:
     """The code of a class: the modules of its MRO (within sdm_verify and analytic, and the class's own module
     wherever it is) and their imports within their packages and the base modules."""
+    _name(name, "name")
+    if not isinstance(cls, type):
+        raise InputError(f"cls: must be a class (got an instance of {type(cls).__name__}; pass type(obj))")
+    return _class_part(name, cls)
+
+
+@cache
+def _class_part(name: str, cls: type) -> Part:
     starts = [c.__module__ for c in cls.__mro__
               if c.__module__ == cls.__module__ or _in(c.__module__, ("sdm_verify", "analytic"))]
     starts = list(dict.fromkeys(s for s in starts if s != "builtins"))
@@ -191,15 +224,23 @@ def solver_part(cls: type) -> Part:
     return class_part("solver", cls)
 
 
-@cache
 def modules_part(name: str, starts: tuple[str, ...], scope: tuple[str, ...]) -> Part:
     """The code of modules `starts` and their imports within `scope` (package prefixes)."""
+    return _modules_part(_name(name, "name"), _names(starts, "starts"), _names(scope, "scope"))
+
+
+@cache
+def _modules_part(name: str, starts: tuple[str, ...], scope: tuple[str, ...]) -> Part:
     return _part(name, _closure(starts, scope))
 
 
-@cache
 def schedule_part(module: str) -> Part:
     """The schedule's code: the module defining its function, the schedule registry, and their imports."""
+    return _schedule_part(_name(module, "module"))
+
+
+@cache
+def _schedule_part(module: str) -> Part:
     starts = [module, "sdm_verify.schedules.registry"]
     scope = ("sdm_verify.schedules", _package(module), "analytic") + BASE_MODULES
     return _part("schedule", _closure(starts, scope))

@@ -10,6 +10,15 @@ opened with readonly=True (a baseline to compare with) is never written, and lea
 
 Tables: results(key, config, row, created), blobs(name, data) for cached arrays (np.save bytes, e.g. reference
 solutions), meta(k, v) for environment info and the schema version.
+
+Bad input is refused on one line naming the argument (`StoreError`/`InputError`, ValueErrors) before anything is
+written: a path that is not a str/PathLike, empty, a directory, missing (read-only), unwritable (written stores: the
+file and its folder, which holds the -wal journal), a file that is not SQLite, a store whose pages are damaged
+(PRAGMA quick_check on open, a few ms per MB), an SQLite database whose tables are not this store's (checked against
+the columns above, never altered: a foreign database is not initialised), another schema version. Configs, rows and
+meta values are plain JSON nested at most MAX_DEPTH levels (deeper ones, and self-containing ones, are refused
+instead of overflowing the stack); configs may hold +-inf but not NaN (it never compares equal), rows may hold both;
+strings must be valid Unicode (no lone surrogates); objects, arrays and tensors are refused.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sqlite3
 import time
 import traceback
@@ -27,12 +37,18 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..errors import InputError, StoreError
 from .progress import Progress
 
-__all__ = ["SCHEMA_VERSION", "ResultStore", "config_key", "run_pending"]
+__all__ = ["MAX_DEPTH", "SCHEMA_VERSION", "ResultStore", "check_store_path", "config_key", "run_pending"]
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
+#: the deepest nesting of dicts and lists a config, row or meta value may have (the sweep's configs have 3 levels)
+MAX_DEPTH = 64
+#: the tables of a results store and their columns, checked on open
+TABLES = {"results": ("key", "config", "row", "created"), "blobs": ("name", "data"), "meta": ("k", "v")}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -45,10 +61,21 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 # ---------------------------------------------------------------- canonical JSON and keys
 
 
-def _plain(obj, arg: str, path: str, allow_nan: bool):
+def _text(value: str, arg: str, path: str) -> str:
+    """value, if it is valid Unicode (a lone surrogate cannot be written as UTF-8: refused)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{arg}: strings must be valid Unicode (a lone surrogate at {path or 'top level'})") from None
+    return value
+
+
+def _plain(obj, arg: str, path: str, allow_nan: bool, depth: int = 0):
     """A copy of obj made of dict/list/str/int/float/bool/None only; numpy scalars become Python scalars."""
-    if obj is None or isinstance(obj, (bool, str)):
+    if obj is None or isinstance(obj, bool):
         return obj
+    if isinstance(obj, str):
+        return _text(obj, arg, path)
     if isinstance(obj, np.generic):
         if isinstance(obj, np.bool_):
             return bool(obj)
@@ -60,30 +87,40 @@ def _plain(obj, arg: str, path: str, allow_nan: bool):
         return int(obj)
     if isinstance(obj, float):
         if math.isnan(obj) and not allow_nan:
-            raise ValueError(f"{arg}: NaN is not allowed (at {path or 'top level'}): it never compares equal")
+            raise InputError(f"{arg}: NaN is not allowed (at {path or 'top level'}): it never compares equal")
         return float(obj)
+    if isinstance(obj, (dict, list, tuple)) and depth >= MAX_DEPTH:
+        raise InputError(f"{arg}: nested deeper than {MAX_DEPTH} levels (at {_short(path)}): flatten it "
+                         "(a value that contains itself is refused here too)")
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
             if not isinstance(k, str):
-                raise ValueError(f"{arg}: keys must be strings (got {k!r} at {path or 'top level'})")
-            out[k] = _plain(v, arg, f"{path}.{k}" if path else k, allow_nan)
+                raise InputError(f"{arg}: keys must be strings (got {k!r} at {path or 'top level'})")
+            _text(k, arg, path)
+            out[k] = _plain(v, arg, f"{path}.{k}" if path else k, allow_nan, depth + 1)
         return out
     if isinstance(obj, (list, tuple)):
-        return [_plain(v, arg, f"{path}[{i}]", allow_nan) for i, v in enumerate(obj)]
+        return [_plain(v, arg, f"{path}[{i}]", allow_nan, depth + 1) for i, v in enumerate(obj)]
     if hasattr(obj, "__array__") or hasattr(obj, "__array_interface__"):
-        raise ValueError(
+        raise InputError(
             f"{arg}: arrays and tensors are not allowed (got {type(obj).__name__} at {path or 'top level'}); "
             "use lists of numbers, or put_blob for data"
         )
-    raise ValueError(f"{arg}: {type(obj).__name__} is not JSON-serialisable (at {path or 'top level'})")
+    raise InputError(f"{arg}: {type(obj).__name__} is not JSON-serialisable (at {path or 'top level'})")
+
+
+def _short(path: str) -> str:
+    """A location for a message: long paths (deep nesting) cut to their first and last 40 characters."""
+    path = path or "top level"
+    return path if len(path) <= 100 else f"{path[:40]}...{path[-40:]}"
 
 
 def _canonical(config: dict) -> tuple[dict, str]:
     if not isinstance(config, dict):
-        raise ValueError(f"config: must be a dict (got {type(config).__name__})")
+        raise InputError(f"config: must be a dict (got {type(config).__name__})")
     if "key" in config:
-        raise ValueError("config: the field name 'key' is reserved for the store's key")
+        raise InputError("config: the field name 'key' is reserved for the store's key")
     plain = _plain(config, "config", "", allow_nan=False)
     # json writes floats with float.__repr__, the shortest string that round-trips: equal strings <=> equal floats
     # (1.0 and 1 stay distinct, as do 0.0 and -0.0); infinities are written as Infinity.
@@ -101,39 +138,114 @@ def config_key(config: dict) -> str:
 
 def _row_json(row: dict) -> str:
     if not isinstance(row, dict):
-        raise ValueError(f"row: must be a dict (got {type(row).__name__})")
+        raise InputError(f"row: must be a dict (got {type(row).__name__})")
     if "key" in row:
-        raise ValueError("row: the field name 'key' is reserved for the store's key")
+        raise InputError("row: the field name 'key' is reserved for the store's key")
     return json.dumps(_plain(row, "row", "", allow_nan=True), allow_nan=True)
 
 
 # ---------------------------------------------------------------- the store
 
 
+def check_store_path(path, *, name: str = "path", writable: bool = True, must_exist: bool = False) -> Path:
+    """`path` as a Path, if it can be a results store: str or os.PathLike, non-empty, not a directory; an existing
+    file must be readable and start as an SQLite file; a store that is written needs write access to its file and
+    folder (the -wal journal is created beside it), a new one a writable folder to be created in. Reads a file's first
+    16 bytes at most; creates nothing. Raises StoreError naming `name` (the argument: "path", "--db", ...)."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise StoreError(f"{name}: must be a file path (str or os.PathLike), got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise StoreError(f"{name}: must be a file path (str or os.PathLike), got a {type(text).__name__} path")
+    if not text.strip():
+        raise StoreError(f"{name}: must be a non-empty file path (got {text!r})")
+    if "\x00" in text:
+        raise StoreError(f"{name}: must not contain a NUL character (got {text!r})")
+    p = Path(text)
+    try:
+        exists = p.exists()
+        if exists:
+            if p.is_dir():
+                raise StoreError(f"{name}: {p} is a directory, not a results store file (e.g. {p / 'results.sqlite'})")
+            if not p.is_file():
+                raise StoreError(f"{name}: {p} is not a regular file")
+            if not os.access(p, os.R_OK):
+                raise StoreError(f"{name}: {p} is not readable (permission denied): chmod u+r {p}")
+            with open(p, "rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"{name}: cannot access {p} ({exc.strerror or exc})") from None
+    if exists:
+        if head and head != _SQLITE_MAGIC[: len(head)] or 0 < len(head) < len(_SQLITE_MAGIC):
+            raise StoreError(f"{name}: {p} is not an SQLite database (it does not start with 'SQLite format 3'): "
+                             "give a results store written by sdm-verify, or a new file name")
+        if writable:
+            folder = p.parent
+            if not os.access(p, os.W_OK) or not os.access(folder, os.W_OK | os.X_OK):
+                what = "the file" if not os.access(p, os.W_OK) else f"its folder {folder}"
+                raise StoreError(f"{name}: {p} is read-only ({what} is not writable) and this command writes to it "
+                                 "(rows and its -wal journal beside it): make both writable, or give another file")
+        return p
+    if must_exist:
+        raise StoreError(f"{name}: no such file {p}")
+    if writable:
+        folder = p.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise StoreError(f"{name}: {p} cannot be created: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError(f"{name}: {p} cannot be created: the folder {folder} is not writable")
+    return p
+
+
 class ResultStore:
     """Results keyed by config, cached arrays and metadata in one SQLite file; usable as a context manager.
 
     readonly=True opens an existing store for reading only (writes raise sqlite3.OperationalError); a store with no
-    pending journal is opened immutable, so reading it creates no -wal/-shm files beside it."""
+    pending journal is opened immutable, so reading it creates no -wal/-shm files beside it and changes no byte of
+    it (nor its journal mode). Opening checks the path (check_store_path), the pages (PRAGMA quick_check), the tables
+    and the schema version before anything is written; `name` is the argument the errors name (e.g. "--db")."""
 
-    def __init__(self, path, *, readonly: bool = False):
-        self.path = Path(path)
+    #: the path checks of __init__, without opening anything (check_store_path)
+    check_path = staticmethod(check_store_path)
+
+    def __init__(self, path, *, readonly: bool = False, name: str = "path"):
+        self.name = name if isinstance(name, str) and name else "path"
         self.readonly = bool(readonly)
+        self.path = check_store_path(path, name=self.name, writable=not self.readonly, must_exist=self.readonly)
         if self.readonly:
-            if not self.path.is_file():
-                raise FileNotFoundError(f"path: no such results store {self.path}")
+            if self.path.stat().st_size == 0:
+                raise StoreError(f"{self.name}: {self.path} is empty (0 bytes), not a results store: give the store "
+                                 "a run wrote")
             wal = Path(f"{self.path}-wal")
             flags = "mode=ro" if wal.is_file() and wal.stat().st_size > 0 else "mode=ro&immutable=1"
             uri = f"file:{quote(str(self.path.resolve()))}?{flags}"
             self._con = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists()
+            if fresh:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             self._retry(self._check_schema if self.readonly else self._init_schema)
+        except sqlite3.DatabaseError as exc:
+            self._con.close()
+            raise self._damaged(exc) from None
         except BaseException:
             self._con.close()
             raise
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> StoreError:
+        """The one-line refusal of a store SQLite cannot read, with how to recover."""
+        msg = str(exc)
+        if "unable to open" in msg and Path(f"{self.path}-wal").is_file():
+            return StoreError(f"{self.name}: {self.path} cannot be opened read-only ({msg}): it has an unfinished "
+                              f"write-ahead log ({self.path.name}-wal) in a folder that is not writable; copy the "
+                              "store with its -wal file to a writable folder and read the copy")
+        return StoreError(f"{self.name}: {self.path} is damaged ({msg}): move it aside and rerun (a working store's "
+                          "cells are recomputed; restore a committed baseline with `git checkout -- "
+                          f"{self.path}`)")
 
     def _retry(self, fn):
         """Run fn, retrying on 'locked'/'busy' errors that SQLite reports without waiting (e.g. the WAL switch)."""
@@ -147,15 +259,57 @@ class ResultStore:
                     raise
                 time.sleep(0.01)
 
-    def _check_schema(self) -> None:
+    def _loads(self, text, what: str):
+        """json.loads of a stored value; a value that is not JSON is a damaged store."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"{self.name}: {self.path} is damaged ({what} is not valid JSON: {exc}): move it "
+                             "aside and rerun (a working store's cells are recomputed; restore a committed baseline "
+                             f"with `git checkout -- {self.path}`)") from None
+
+    def _check_tables(self) -> bool:
+        """Check the pages and this store's tables and columns; False for an empty database (no tables yet)."""
+        con = self._con
+        problems = [r[0] for r in con.execute("PRAGMA quick_check(3)").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("quick_check: " + "; ".join(str(p) for p in problems))
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return False
+        for table, columns in TABLES.items():
+            have = tuple(r[1] for r in con.execute(f"PRAGMA table_info({table})"))
+            if table not in tables:
+                raise StoreError(f"{self.name}: {self.path} is an SQLite database but not a results store (no table "
+                                 f"{table!r}; tables: {', '.join(sorted(tables))}): give a store written by "
+                                 "sdm-verify, or a new file name")
+            if set(columns) - set(have):
+                raise StoreError(f"{self.name}: {self.path} has a table {table!r} with columns ({', '.join(have)}), "
+                                 f"not ({', '.join(columns)}): not a results store of this code; give a store "
+                                 "written by sdm-verify, or a new file name")
+        return True
+
+    def _schema_version(self):
         row = self._con.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
-        if row is None or json.loads(row[0]) != SCHEMA_VERSION:
-            found = "none" if row is None else json.loads(row[0])
-            raise ValueError(f"path: {self.path} has schema version {found}, this code reads {SCHEMA_VERSION}")
+        return None if row is None else self._loads(row[0], "the schema version")
+
+    def _check_schema(self) -> None:
+        if not self._check_tables():
+            raise StoreError(f"{self.name}: {self.path} is an empty SQLite database, not a results store: give the "
+                             "store a run wrote")
+        found = self._schema_version()
+        if found != SCHEMA_VERSION:
+            raise StoreError(f"{self.name}: {self.path} has schema version {'none' if found is None else found}, "
+                             f"this code reads {SCHEMA_VERSION}")
 
     def _init_schema(self) -> None:
         con = self._con
         con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if self._check_tables():  # before anything is written: a foreign or damaged database is left as it is
+            found = self._schema_version()
+            if found is not None and found != SCHEMA_VERSION:  # none: set below, as before
+                raise StoreError(f"{self.name}: {self.path} has schema version {found}, this code writes "
+                                 f"{SCHEMA_VERSION}")
         mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"database is busy: journal_mode is {mode}, not wal")
@@ -167,10 +321,9 @@ class ResultStore:
             row = con.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
             if row is None:
                 con.execute("INSERT INTO meta (k, v) VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
-            elif json.loads(row[0]) != SCHEMA_VERSION:
-                raise ValueError(
-                    f"path: {self.path} has schema version {json.loads(row[0])}, this code writes {SCHEMA_VERSION}"
-                )
+            elif self._loads(row[0], "the schema version") != SCHEMA_VERSION:
+                raise StoreError(f"{self.name}: {self.path} has schema version {json.loads(row[0])}, this code "
+                                 f"writes {SCHEMA_VERSION}")
 
     class _Txn:
         def __init__(self, con):
@@ -218,7 +371,7 @@ class ResultStore:
     def get(self, config: dict) -> dict | None:
         """The stored row for config, or None."""
         r = self._con.execute("SELECT row FROM results WHERE key = ?", (config_key(config),)).fetchone()
-        return None if r is None else json.loads(r[0])
+        return None if r is None else self._loads(r[0], "a stored row")
 
     def has(self, config: dict) -> bool:
         return self.has_key(config_key(config))
@@ -235,16 +388,16 @@ class ResultStore:
     def records(self) -> Iterator[tuple[str, dict, dict]]:
         """(key, config, row) of every stored result, in insertion order."""
         for key, cfg, row in self._con.execute("SELECT key, config, row FROM results ORDER BY rowid").fetchall():
-            yield key, json.loads(cfg), json.loads(row)
+            yield key, self._loads(cfg, f"the config of row {key}"), self._loads(row, f"row {key}")
 
     def rows(self, **filters) -> list[dict]:
         """All rows as {**config, **row, "key": key}, in insertion order; filters keep rows whose config has
         field == value for every given field (Python equality, so 64 matches 64.0)."""
         out = []
         for key, cfg, row in self._con.execute("SELECT key, config, row FROM results ORDER BY rowid"):
-            config = json.loads(cfg)
+            config = self._loads(cfg, f"the config of row {key}")
             if all(f in config and config[f] == v for f, v in filters.items()):
-                out.append({**config, **json.loads(row), "key": key})
+                out.append({**config, **self._loads(row, f"row {key}"), "key": key})
         return out
 
     # -- blobs
@@ -252,12 +405,12 @@ class ResultStore:
     def put_blob(self, name: str, array) -> None:
         """Cache an array under name (np.save format, no pickles); replaces an existing blob."""
         if not isinstance(name, str) or not name:
-            raise ValueError(f"name: must be a non-empty string (got {name!r})")
+            raise InputError(f"name: must be a non-empty string (got {name!r})")
         if hasattr(array, "detach"):  # a torch tensor
             array = array.detach().cpu().numpy()
         a = np.asarray(array)
         if a.dtype == object:
-            raise ValueError(f"array: object arrays cannot be stored (got {type(array).__name__})")
+            raise InputError(f"array: object arrays cannot be stored (got {type(array).__name__})")
         buf = io.BytesIO()
         np.save(buf, a, allow_pickle=False)
         data = buf.getvalue()
@@ -276,16 +429,22 @@ class ResultStore:
 
     def get_blob(self, name: str) -> np.ndarray | None:
         r = self._con.execute("SELECT data FROM blobs WHERE name = ?", (name,)).fetchone()
-        return None if r is None else np.load(io.BytesIO(r[0]), allow_pickle=False)
+        if r is None:
+            return None
+        try:
+            return np.load(io.BytesIO(r[0]), allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise StoreError(f"{self.name}: {self.path} is damaged (blob {name!r} is not an array: {exc}): move it "
+                             "aside and rerun") from None
 
     # -- meta
 
     def set_meta(self, k: str, v) -> None:
         """Store a JSON-serialisable value (environment info, versions) under k."""
         if not isinstance(k, str) or not k:
-            raise ValueError(f"k: must be a non-empty string (got {k!r})")
+            raise InputError(f"k: must be a non-empty string (got {k!r})")
         if k == "schema_version":
-            raise ValueError("k: 'schema_version' is managed by the store")
+            raise InputError("k: 'schema_version' is managed by the store")
         v_json = json.dumps(_plain(v, "v", "", allow_nan=True))
 
         def write():
@@ -302,7 +461,7 @@ class ResultStore:
 
     def get_meta(self, k: str, default=None):
         r = self._con.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
-        return default if r is None else json.loads(r[0])
+        return default if r is None else self._loads(r[0], f"meta {k!r}")
 
     # -- lifetime
 
@@ -343,9 +502,13 @@ def run_pending(
     lines elsewhere). Returns {"computed": n, "skipped": m, "failed": k}.
     """
     if on_error not in ("raise", "record"):
-        raise ValueError(f"on_error: must be 'raise' or 'record' (got {on_error!r})")
+        raise InputError(f"on_error: must be 'raise' or 'record' (got {on_error!r})")
     if not callable(compute):
-        raise ValueError("compute: must be callable as compute(config) -> dict")
+        raise InputError("compute: must be callable as compute(config) -> dict")
+    if not isinstance(store, ResultStore):
+        raise InputError(f"store: must be an open ResultStore (got {type(store).__name__})")
+    if isinstance(configs, (dict, str, bytes)) or not isinstance(configs, Iterable):
+        raise InputError(f"configs: must be an iterable of config dicts (got {type(configs).__name__})")
     configs = list(configs)
     keys = [config_key(c) for c in configs]  # validates every config before any work
 

@@ -29,15 +29,19 @@ def available() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build(name: str, **kwargs):
-    """The module of architecture `name` built with `kwargs`; unknown names raise ValueError."""
+def builder(name: str) -> Callable:
+    """The builder registered under `name`; unknown names (and non-strings) raise ValueError."""
     _load_builtin()
     try:
-        builder = _BUILDERS[name]
-    except KeyError:
+        return _BUILDERS[name]
+    except (KeyError, TypeError):  # TypeError: an unhashable name (a JSON list or object)
         known = ", ".join(sorted(_BUILDERS)) or "none"
         raise ValueError(f"unknown architecture {name!r}; registered: {known}") from None
-    return builder(**kwargs)
+
+
+def build(name: str, **kwargs):
+    """The module of architecture `name` built with `kwargs`; unknown names raise ValueError."""
+    return builder(name)(**kwargs)
 
 
 def _load_builtin() -> None:

@@ -29,6 +29,44 @@ class ModelError(ValueError):
     """A checkpoint that cannot be loaded, or a call the model cannot answer (shape, sigma range, labels)."""
 
 
+# ------------------------------------------------------------------------------------------ argument checks
+
+
+def check_device(device) -> torch.device:
+    """`device` as a torch.device that exists here: 'cpu', 'cuda', 'cuda:K' (K < the number of CUDA devices),
+    'mps', or a torch.device of those. Anything else, or an accelerator torch cannot see, is a one-line ModelError
+    naming `device` (instead of torch's RuntimeError or an assertion deep inside Module.to)."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise ModelError(f"device: expected 'cpu', 'cuda', 'cuda:K' or a torch.device, got {type(device).__name__}")
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelError(f"device: {device!r} is not a torch device (expected 'cpu', 'cuda', 'cuda:K' or 'mps')") \
+            from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device: {device!r} asked for but torch sees no CUDA device (torch {torch.__version__})")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ModelError(f"device: {device!r} does not exist: torch sees {count} CUDA device(s), "
+                             f"cuda:0..cuda:{count - 1}")
+        return dev
+    backend = getattr(torch.backends, dev.type, None) if dev.type == "mps" else getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if callable(available) and available():
+        return dev
+    raise ModelError(f"device: {device!r} is not available here (use 'cpu', or 'cuda'/'cuda:K' with a CUDA device)")
+
+
+def check_dtype(dtype) -> torch.dtype:
+    """`dtype` if it is a floating torch dtype; a one-line ModelError naming `dtype` otherwise."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ModelError(f"dtype: expected a floating torch dtype (torch.float64, float32, float16), got {dtype!r}")
+    return dtype
+
+
 # --------------------------------------------------------------------------------------------- float64 evaluation
 
 _LOW_FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32})
@@ -107,10 +145,8 @@ class Denoiser:
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> Denoiser:
         """Move/cast the network (float64 for measurement; float32/float16 allowed); returns self."""
-        device = torch.device(device) if device is not None else self.device
-        dtype = dtype if dtype is not None else self.dtype
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ModelError(f"dtype: expected a floating torch dtype (torch.float64, float32, float16), got {dtype!r}")
+        device = check_device(device) if device is not None else self.device
+        dtype = check_dtype(dtype) if dtype is not None else self.dtype
         self._check_dtype(dtype)
         # torch's own Module.to: a library's override (diffusers' ModelMixin.to) may warn about or refuse float64
         torch.nn.Module.to(self.module, device=device, dtype=dtype)
@@ -209,10 +245,43 @@ class Denoiser:
                 f"device={self.device}, source={self.source!r})")
 
 
+def _check_fixed_labels(labels, k: int) -> None:
+    """The labels of `with_labels`, checked when they are fixed (not at the first model call): a class index in
+    [0, k), int class indices (B,) in that range, or finite float one-hot rows (B, k)."""
+    if k == 0:
+        raise ModelError("labels: this model is unconditional (label_dim = 0); it takes no labels")
+    if isinstance(labels, bool) or labels is None or isinstance(labels, (str, bytes, float)):
+        raise ModelError(f"labels: expected a class index in [0, {k - 1}], int class indices (B,) or float one-hot "
+                         f"(B, {k}), got {labels!r}")
+    if isinstance(labels, numbers.Integral):
+        if not 0 <= int(labels) < k:
+            raise ModelError(f"labels: class index must lie in [0, {k - 1}], got {int(labels)}")
+        return
+    try:
+        t = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise ModelError(f"labels: expected int class indices (B,) or float one-hot (B, {k}), got "
+                         f"{type(labels).__name__}") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise ModelError(f"labels: expected int class indices (B,) or float one-hot (B, {k}), got {t.dtype}")
+    if t.is_floating_point():
+        if t.ndim != 2 or t.shape[1] != k or t.shape[0] == 0:
+            raise ModelError(f"labels: expected one-hot labels of shape (B, {k}), got {tuple(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ModelError("labels: one-hot labels must be finite")
+        return
+    if t.ndim != 1 or t.shape[0] == 0:
+        raise ModelError(f"labels: expected class indices of shape (B,), got {tuple(t.shape)}")
+    lmin, lmax = (int(v) for v in torch.aminmax(t))
+    if lmin < 0 or lmax >= k:
+        raise ModelError(f"labels: class indices must lie in [0, {k - 1}], got [{lmin}, {lmax}]")
+
+
 class LabelledDenoiser:
     """(x, sigma) -> D(x, sigma, labels): a class-conditional Denoiser with its labels fixed, for the harness."""
 
     def __init__(self, denoiser: Denoiser, labels):
+        _check_fixed_labels(labels, int(getattr(denoiser, "label_dim", 0) or 0))
         self.denoiser, self.labels = denoiser, labels
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:

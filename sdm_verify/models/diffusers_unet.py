@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Denoiser, ModelError, read_json_object
+from .base import Denoiser, ModelError, check_device, check_dtype, read_json_object
 
 #: Nichol & Dhariwal 2021 (Eq. 17) clip of the cosine schedule's betas; diffusers' default max_beta
 MAX_BETA = 0.999
@@ -37,6 +37,8 @@ COSINE_S = 0.008
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 INTERPOLATIONS = ("spline", "linear")
+#: the most timesteps a scheduler config may declare (real ones have 1000-4000; the table is built in memory)
+MAX_TIMESTEPS = 1_000_000
 _MISSING = "diffusers is not installed: pip install 'sdm-verify[diffusers]'"
 
 
@@ -49,13 +51,23 @@ def vp_betas(config: dict) -> np.ndarray:
         raise ModelError("scheduler config: rescale_betas_zero_snr (zero terminal SNR, sigma_T = inf) is not supported")
     trained = config.get("trained_betas")
     if trained is not None:
+        if not isinstance(trained, (list, tuple, np.ndarray)) or not all(
+                isinstance(b, (int, float, np.floating, np.integer)) and not isinstance(b, bool)
+                for b in np.asarray(trained, dtype=object).reshape(-1)):
+            raise ModelError(f"scheduler config: trained_betas must be a list of numbers, got {trained!r:.80}")
         betas = np.asarray(trained, dtype=np.float64).reshape(-1)
     else:
-        T = int(config.get("num_train_timesteps", 1000))
+        T = config.get("num_train_timesteps", 1000)
+        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or not 2 <= T <= MAX_TIMESTEPS:
+            raise ModelError(f"scheduler config: num_train_timesteps must be an integer in [2, {MAX_TIMESTEPS}], "
+                             f"got {T!r}")
+        T = int(T)
         schedule = config.get("beta_schedule", "linear")
+        for key, default in (("beta_start", 1e-4), ("beta_end", 0.02)):
+            v = config.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ModelError(f"scheduler config: {key} must be a finite number, got {v!r}")
         b0, b1 = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
-        if T < 2:
-            raise ModelError(f"scheduler config: num_train_timesteps must be >= 2, got {T}")
         if schedule == "linear":  # Ho et al. 2020
             betas = np.linspace(b0, b1, T, dtype=np.float64)
         elif schedule == "scaled_linear":  # Rombach et al. 2022 (latent diffusion): linear in sqrt(beta)
@@ -212,11 +224,13 @@ def load_diffusers(path, device="cpu", dtype: torch.dtype = torch.float64, inter
     """Load a diffusers UNet2DModel (pipeline directory or bare UNet directory) with its VP scheduler config.
 
     sigma_data: 0.5 by default (diffusers pixel models see data in [-1, 1])."""
-    try:
-        from diffusers import UNet2DModel
-    except ImportError:
-        raise ImportError(_MISSING) from None
-
+    check_dtype(dtype)
+    check_device(device)
+    if interpolation not in INTERPOLATIONS:
+        raise ModelError(f"interpolation: expected one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not (
+            math.isfinite(sigma_data) and sigma_data > 0):
+        raise ModelError(f"sigma_data: expected a finite positive number, got {sigma_data!r}")
     path = Path(path)
     root, sub, sched_path, index = _locate(path)
     unet_dir = root / sub if sub else root
@@ -235,13 +249,24 @@ def load_diffusers(path, device="cpu", dtype: torch.dtype = torch.float64, inter
     if prediction not in PREDICTIONS:
         raise ModelError(f"path: {sched_path}: prediction_type {prediction!r} is not supported; supported: "
                          f"{', '.join(PREDICTIONS)}")
-    table = VPTable(sched, interpolation)
+    try:
+        table = VPTable(sched, interpolation)
+    except ModelError as exc:  # name the file the bad value is in
+        raise ModelError(f"path: {sched_path}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # a schedule the spline cannot take (e.g. betas that do not increase F)
+        raise ModelError(f"path: {sched_path}: the scheduler config gives no usable VP table: {exc}") from None
+    try:  # imported once the configs are checked: a bad config is refused without the slow import
+        from diffusers import UNet2DModel
+    except ImportError:
+        raise ImportError(_MISSING) from None
     with _offline():
         try:
             unet = UNet2DModel.from_pretrained(str(root), subfolder=sub, local_files_only=True,
                                               low_cpu_mem_usage=False)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ModelError(f"path: cannot load the UNet2DModel from {unet_dir}: {exc}") from None
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError, AttributeError) as exc:
+            # TypeError/KeyError/AttributeError: a config.json with values of the wrong type (e.g. "in_channels": "x")
+            msg = "; ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()) or type(exc).__name__
+            raise ModelError(f"path: cannot load the UNet2DModel from {unet_dir}: {msg}") from None
     c_in, c_out = int(unet.config.in_channels), int(unet.config.out_channels)
     if c_out not in (c_in, 2 * c_in):
         raise ModelError(f"path: {unet_dir}: out_channels {c_out} is neither in_channels {c_in} nor twice it")

@@ -106,4 +106,4 @@ def load_digits_model(path=None, dtype: torch.dtype = torch.float64, device="cpu
     """The bare "edm-unet" module (forward(x, sigma) -> D, no range checks) of an own-format checkpoint directory,
     by default the committed digits model; weights loaded strictly, cast to `dtype` (float64: measurements), eval mode.
     `sdm_verify.models.load_denoiser("digits-edm")` gives the same network behind the checked Denoiser interface."""
-    return load_own(digits_checkpoint() if path is None else Path(path), device=device, dtype=dtype).module
+    return load_own(digits_checkpoint() if path is None else path, device=device, dtype=dtype).module

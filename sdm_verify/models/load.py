@@ -11,12 +11,13 @@ Formats, detected from the path (never from its name alone):
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
-from .base import Denoiser, ModelError
+from .base import Denoiser, ModelError, check_device, check_dtype
 from .diffusers_unet import is_diffusers_dir, load_diffusers
 from .nvlabs import is_nvlabs_pickle, load_nvlabs
 from .own import CONFIG, is_own_config, load_own
@@ -36,6 +37,8 @@ def shipped() -> dict[str, Path]:
 def _resolve(path) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise ModelError(f"path: expected a file or directory path, got {type(path).__name__}")
+    if not os.fspath(path) or not str(os.fspath(path)).strip():
+        raise ModelError("path: empty path; expected a checkpoint file or directory")
     p = Path(path).expanduser()
     if p.exists():
         return p
@@ -47,11 +50,29 @@ def _resolve(path) -> Path:
     raise ModelError(f"path: no such file or directory: {p}{known}")
 
 
+def _check_json(path: Path) -> None:
+    """A JSON file a checkpoint directory holds must parse: name the file, line and column where it does not (a
+    truncated config.json is not "a directory this loader does not know")."""
+    if not path.is_file():
+        return
+    try:
+        json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ModelError(f"path: cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"path: {path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") \
+            from None
+    except ValueError as exc:  # undecodable bytes
+        raise ModelError(f"path: {path} is not valid JSON: {exc}") from None
+
+
 def _dir_format(d: Path) -> str | None:
     if is_own_config(d / CONFIG):
         return "sdm-verify"
     if is_diffusers_dir(d):
         return "diffusers"
+    for name in (CONFIG, "model_index.json"):
+        _check_json(d / name)
     return None
 
 
@@ -81,7 +102,12 @@ def detect_format(path) -> str:
 def load_denoiser(path, trust_pickle: bool = False, device="cpu", dtype: torch.dtype = torch.float64) -> Denoiser:
     """Load the denoiser at `path` (format auto-detected) on `device` in `dtype` (float64 for measurement).
 
-    trust_pickle: allow an NVlabs pickle to execute the Python source it embeds (off by default)."""
+    trust_pickle: allow an NVlabs pickle to execute the Python source it embeds (off by default; only True trusts).
+    Every argument is checked before a file is read."""
+    if not isinstance(trust_pickle, bool):
+        raise ModelError(f"trust_pickle: expected True or False, got {trust_pickle!r}")
+    check_dtype(dtype)
+    check_device(device)
     p = _resolve(path)
     fmt = detect_format(p)
     if fmt == "sdm-verify":

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Denoiser, ModelError
+from .base import Denoiser, ModelError, check_device
 
 MARKER = b"torch_utils.persistence"
 #: how far into a file the format detection looks for MARKER (the first persistent object comes first)
@@ -314,6 +314,9 @@ def _select_net(root, path: Path):
 
 def load_nvlabs(path, trust_pickle: bool = False, device="cpu", dtype: torch.dtype = torch.float64) -> NVlabsDenoiser:
     """Load the `ema` (else `net`) network of an NVlabs EDM/EDM2 pickle. Refuses unless trust_pickle is True."""
+    if not isinstance(trust_pickle, bool):  # only True trusts: a truthy "no" or 1 must not execute the file's code
+        raise ModelError(f"trust_pickle: expected True or False, got {trust_pickle!r}")
+    check_device(device)
     path = Path(path)
     if not trust_pickle:
         raise UntrustedPickleError(

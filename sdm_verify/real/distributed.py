@@ -10,13 +10,17 @@ to the order of floating-point summation. Rank 0 alone writes cells to the store
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 
 
 def select_device(name: str = "cpu", local_rank: int = 0) -> torch.device:
-    """'cpu', 'cuda' (cuda:local_rank) or 'cuda:k'; CUDA asked for but absent is an error, not a silent CPU run."""
+    """'cpu', 'cuda' (cuda:local_rank) or 'cuda:k'; CUDA asked for but absent is an error, not a silent CPU run, and
+    so is a CUDA index torch does not see."""
+    if not isinstance(name, str) or not (name in ("cpu", "cuda", "auto") or re.fullmatch(r"cuda:\d+", name)):
+        raise ValueError(f"device: 'cpu', 'cuda', 'cuda:K' or 'auto' (got {name!r})")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -24,8 +28,9 @@ def select_device(name: str = "cpu", local_rank: int = 0) -> torch.device:
             raise ValueError(f"device: {name!r} asked for but torch sees no CUDA device (torch {torch.__version__})")
         if name == "cuda":
             name = f"cuda:{local_rank}"
-    elif name != "cpu":
-        raise ValueError(f"device: 'cpu', 'cuda', 'cuda:K' or 'auto' (got {name!r})")
+        count = torch.cuda.device_count()
+        if int(name.split(":")[1]) >= count:
+            raise ValueError(f"device: {name!r} does not exist: torch sees {count} CUDA device(s)")
     return torch.device(name)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import numbers
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,30 @@ BUDGETS = (10, 20, 40, 80)
 #: seeds whose start points make the decisions of data-dependent solvers and schedules
 DECISION_SEEDS = 8
 META = "real_runs"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def check_ns(ns, option: str = "ns") -> list[int]:
+    """Step counts the order fit can use: at least 3 positive integers, strictly increasing (a ValueError naming
+    `option` otherwise); checked before the reference solve, which is the expensive part of a run."""
+    if isinstance(ns, (str, bytes)) or not hasattr(ns, "__iter__"):
+        raise ValueError(f"{option}: expected a sequence of step counts (got {ns!r})")
+    ns = list(ns)
+    bad = [n for n in ns if not _is_int(n) or n < 1]
+    if bad:
+        raise ValueError(f"{option}: step counts must be positive integers (got {bad[0]!r})")
+    if len(ns) < 3:
+        raise ValueError(f"{option}: need at least 3 step counts to fit an order (got {len(ns)}: {ns})")
+    if any(b <= a for a, b in zip(ns, ns[1:], strict=False)):
+        raise ValueError(f"{option}: step counts must be strictly increasing (got {ns})")
+    return [int(n) for n in ns]
 
 
 def model_id(denoiser) -> str:
@@ -96,14 +121,23 @@ class RealSettings:
     batch: int = 64
 
     def resolve(self, model) -> RealSettings:
+        """The settings with the model's defaults filled in; every field checked (a ValueError naming it)."""
+        for name in ("sigma_min", "sigma_max"):
+            v = getattr(self, name)
+            if v is not None and not (_is_real(v) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: must be a finite positive number (got {v!r})")
         lo = max(float(getattr(model, "sigma_min", 0.002)), 0.002) if self.sigma_min is None else self.sigma_min
         hi = min(float(getattr(model, "sigma_max", 80.0)), 80.0) if self.sigma_max is None else self.sigma_max
         if not (0 < lo < hi):
             raise ValueError(f"sigma range: need 0 < sigma_min < sigma_max (got {lo}, {hi})")
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1 (got {self.seeds})")
+        for name, least in (("seeds", 1), ("seed0", 0), ("batch", 1)):
+            v = getattr(self, name)
+            if not _is_int(v) or v < least:
+                raise ValueError(f"{name}: must be an integer >= {least} (got {v!r})")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype: float64 or float32 (got {self.dtype!r})")
+        if not (_is_real(self.rtol) and math.isfinite(self.rtol) and 0 < self.rtol < 1):
+            raise ValueError(f"rtol: must be a number in (0, 1) (got {self.rtol!r})")
         return RealSettings(self.seeds, self.seed0, float(lo), float(hi), self.dtype, self.rtol, self.batch)
 
     def seed_list(self) -> list[int]:

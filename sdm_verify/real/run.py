@@ -11,6 +11,7 @@ What a run measures (all of it in the store: rows for cells, a run record in the
 
 from __future__ import annotations
 
+import numbers
 import time
 
 import numpy as np
@@ -31,6 +32,7 @@ from .harness import (
     REAL_VERSION,
     RealHarness,
     RealSettings,
+    check_ns,
     start_points,
 )
 
@@ -42,8 +44,49 @@ QUALITY_SAMPLERS = (("heun", "edm", 18), ("euler", "edm", 18), ("dpmpp_2m", "log
 GRID_SAMPLES = 100
 
 
+def check_solvers(names, option: str = "solvers") -> list[str]:
+    """Registered ODE solver names, each once (a ValueError naming `option` otherwise)."""
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise ValueError(f"{option}: expected a list of solver names (got {names!r})")
+    names = list(names)
+    if not names:
+        raise ValueError(f"{option}: expected at least one solver name")
+    known = solvers.available()
+    for n in names:
+        if not isinstance(n, str) or n not in known:
+            raise ValueError(f"{option}: unknown solver {n!r}; available: {', '.join(known)}")
+        if solvers.needs_process(n):
+            raise ValueError(f"{option}: {n!r} integrates in a noise process's own time (it needs a process); a real "
+                             f"model is measured with the PF-ODE solvers")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{option}: {', '.join(map(repr, dup))} named more than once")
+    return names
+
+
+def check_pairs(pairs) -> list[tuple[str, str]]:
+    """(solver, schedule) pairs of registered names ("sdm": SDM's eta-bounded schedule)."""
+    if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+        raise ValueError(f"pairs: expected (solver, schedule) pairs (got {pairs!r})")
+    out = []
+    known = schedules.available()
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"pairs: expected (solver, schedule) pairs (got {pair!r})")
+        a, b = pair
+        check_solvers([a], "pairs")
+        if not isinstance(b, str) or b not in known:
+            raise ValueError(f"pairs: unknown schedule {b!r}; available: {', '.join(known)}")
+        if schedules.uses_process(b):
+            raise ValueError(f"pairs: schedule {b!r} needs a noise process; a real model has none")
+        out.append((a, b))
+    return out
+
+
 def default_pairs(names=None, quick: bool = False) -> list[tuple[str, str]]:
     """(solver, schedule) pairs: the solvers on EDM (and logSNR) grids, baselines on SDM's schedule."""
+    if names is not None:
+        names = check_solvers(names)
     if names is None:
         names = list(QUICK_SOLVERS) if quick else [n for n in solvers.available() if not solvers.needs_process(n)]
     scheds = QUICK_SCHEDULES if quick else DEFAULT_SCHEDULES
@@ -115,11 +158,17 @@ def run_real(model, store, *, settings: RealSettings, device: str = "cpu", pairs
     """Measure `model` (a sdm_verify.models.Denoiser) and record the run in `store`; returns the run record."""
     ctx = ctx or Context()
     t0 = time.perf_counter()
+    # every argument checked before the reference solve (the expensive part: minutes on a real model)
+    pairs = check_pairs(pairs) if pairs else default_pairs(quick=quick)
+    ns = check_ns(list(ns) if ns else list(QUICK_NS if quick else DEFAULT_NS))
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, numbers.Integral)
+                                or samples < 0):
+        raise ValueError(f"samples: must be an integer >= 0 (got {samples!r})")
+    if isinstance(boot, bool) or not isinstance(boot, numbers.Integral) or boot < 1:
+        raise ValueError(f"boot: must be an integer >= 1 (got {boot!r})")
     precision = exact_precision()
     harness = RealHarness(model, settings, store=store, device=device, shard=ctx.shard(settings.seed_list()),
                           reduce=ctx.reduce, gather=ctx.gather, progress=progress, is_main=ctx.is_main)
-    pairs = pairs or default_pairs(quick=quick)
-    ns = [int(n) for n in (ns or (QUICK_NS if quick else DEFAULT_NS))]
     ref = harness.reference()
     floor_p = harness.precision_floor()
     cases = harness.run(pairs, ns, pending_filter=ctx.broadcast)

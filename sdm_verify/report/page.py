@@ -11,12 +11,50 @@ title), elsewhere it is kept as a coloured span (the legend).
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import OutputPathError
 from .tables import slug
+
+#: the files Report.write writes into its folder (figures beside them)
+PAGES = ("index.md", "index.html")
+
+
+def check_output_dir(out, name: str = "out_dir") -> Path:
+    """`out` as a Path, if a report can be written there: a writable folder, or a path whose nearest existing
+    ancestor is a writable folder; index.md and index.html in it, where they exist, writable files. Creates nothing.
+    Raises OutputPathError naming `name` (e.g. "--out"), so a run is refused before its work, not after."""
+    if not isinstance(out, (str, os.PathLike)) or isinstance(out, bytes) or not os.fspath(out).strip():
+        raise OutputPathError(f"{name}: must be a non-empty folder path (got {out!r})")
+    p = Path(out)
+    if "\x00" in str(p):
+        raise OutputPathError(f"{name}: must not contain a NUL character (got {str(p)!r})")
+    try:
+        if p.exists():
+            if not p.is_dir():
+                raise OutputPathError(f"{name}: {p} is a file, not a folder: give a folder for the report")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise OutputPathError(f"{name}: the folder {p} is not writable: make it writable, or give another")
+            for page in PAGES:
+                f = p / page
+                if f.is_dir() or (f.exists() and not os.access(f, os.W_OK)):
+                    raise OutputPathError(f"{name}: {f} cannot be written ({'a folder' if f.is_dir() else 'read-only'})"
+                                          ": remove it, or give another folder")
+            return p
+        folder = p.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+    except OSError as exc:
+        raise OutputPathError(f"{name}: cannot access {p} ({exc.strerror or exc})") from None
+    if not folder.is_dir():
+        raise OutputPathError(f"{name}: {p} cannot be created: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{name}: {p} cannot be created: the folder {folder} is not writable")
+    return p
 
 #: the verdict classes a marked span may carry (harness.results.VERDICTS, "no window" as a CSS class)
 VERDICT_CLASSES = ("agree", "deviates", "no-window")
@@ -91,7 +129,7 @@ class Report:
 
     def write(self, out_dir) -> tuple[Path, Path]:
         """Write out_dir/index.md and out_dir/index.html (figures beside them); returns both paths."""
-        out = Path(out_dir)
+        out = check_output_dir(out_dir, "out_dir")
         out.mkdir(parents=True, exist_ok=True)
         md = self.markdown(self._figure_files(out))
         (out / "index.md").write_text(md, encoding="utf-8")

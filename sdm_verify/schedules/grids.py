@@ -26,13 +26,18 @@ import math
 from collections.abc import Callable
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 
+from ..errors import GridError, InputError
 from ..grid import check_grid as check
+from ..grid import describe
 
 __all__ = ["check", "grid_from_map", "edm", "logsnr", "uniform_t", "time_quadratic"]
 
 DTYPE = torch.float64
+#: the most steps a schedule makes (a grid of 8 MB): more is a typo (an allocation of terabytes), not a schedule
+MAX_STEPS = 10**6
 Schedule = Callable[..., torch.Tensor]
 
 
@@ -40,48 +45,64 @@ Schedule = Callable[..., torch.Tensor]
 def _real(name: str, value) -> float:
     if torch.is_tensor(value):
         if value.numel() != 1:
-            raise ValueError(f"{name}: expected a number, got a tensor of shape {tuple(value.shape)}")
+            raise InputError(f"{name}: expected a number, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{name}: expected a real number, got {value!r}")
+        raise InputError(f"{name}: expected a real number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name}: must be finite (got {value})")
+        raise InputError(f"{name}: must be finite (got {value})")
     return value
 
 
 def _check_args(n, sigma_min, sigma_max, zero, unknown) -> tuple[int, float, float]:
     if unknown:
-        raise ValueError(f"params: unknown schedule parameter(s) {sorted(unknown)}")
+        raise InputError(f"params: unknown schedule parameter(s) {sorted(unknown)}")
     if isinstance(n, bool) or not isinstance(n, Integral):
-        raise ValueError(f"n: expected an int number of steps, got {n!r}")
+        raise InputError(f"n: expected an int number of steps, got {n!r}")
     if n < 1:
-        raise ValueError(f"n: must be >= 1 (got {n})")
+        raise InputError(f"n: must be >= 1 (got {n})")
+    if n > MAX_STEPS:
+        raise InputError(f"n: at most {MAX_STEPS} steps (got {n})")
     if not isinstance(zero, bool):
-        raise ValueError(f"zero: expected a bool, got {zero!r}")
+        raise InputError(f"zero: expected a bool, got {zero!r}")
     sigma_min, sigma_max = _real("sigma_min", sigma_min), _real("sigma_max", sigma_max)
     if sigma_min <= 0:
-        raise ValueError(f"sigma_min: must be > 0 (got {sigma_min}); use zero=True for a final step to 0")
+        raise InputError(f"sigma_min: must be > 0 (got {sigma_min}); use zero=True for a final step to 0")
     if sigma_min >= sigma_max:
-        raise ValueError(f"sigma_min: must be < sigma_max (got {sigma_min} >= {sigma_max})")
+        raise InputError(f"sigma_min: must be < sigma_max (got {sigma_min} >= {sigma_max})")
     return int(n), sigma_min, sigma_max
+
+
+def _real_array(value) -> bool:
+    """A real (not complex, not bool) floating or integer tensor or numpy array."""
+    if torch.is_tensor(value):
+        return not value.is_complex() and value.dtype != torch.bool
+    return isinstance(value, np.ndarray) and value.dtype.kind in "fiu"
 
 
 def grid_from_map(sigma_of_u: Callable[[torch.Tensor], torch.Tensor], n, sigma_min, sigma_max, zero) -> torch.Tensor:
     """Evaluate sigma(u) at u = i/n (or i/(n-1) then 0 when zero=True), endpoints set exactly, then validate."""
+    if not callable(sigma_of_u):
+        raise InputError(f"sigma_of_u: must be callable as sigma_of_u(u) -> tensor, got {type(sigma_of_u).__name__}")
+    n, sigma_min, sigma_max = _check_args(n, sigma_min, sigma_max, zero, ())
     m = n - 1 if zero else n
     if m == 0:  # zero=True with n = 1: the single step sigma_max -> 0
         sig = torch.tensor([sigma_max], dtype=DTYPE)
     else:
         u = torch.arange(m + 1, dtype=DTYPE) / m
-        sig = torch.as_tensor(sigma_of_u(u), dtype=DTYPE).clone()
+        out = sigma_of_u(u)
+        if not _real_array(out) or tuple(out.shape) != tuple(u.shape):
+            raise InputError(f"sigma_of_u: must return a real tensor of u's shape {tuple(u.shape)}, got "
+                             f"{describe(out)}")
+        sig = torch.as_tensor(out, dtype=DTYPE).clone()
         sig[0], sig[-1] = sigma_max, sigma_min
     if zero:
         sig = torch.cat([sig, sig.new_zeros(1)])
     try:
         return check(sig)
-    except ValueError as exc:
-        raise ValueError(f"n: the {n}-step grid is not strictly decreasing/finite in float64 ({exc})") from None
+    except GridError as exc:
+        raise InputError(f"n: the {n}-step grid is not strictly decreasing/finite in float64 ({exc})") from None
 
 
 # ------------------------------------------------------------------------------------------------ schedules
@@ -94,7 +115,7 @@ def edm(n, sigma_min, sigma_max, *, zero=False, rho=7.0, process=None, **unknown
     n, sigma_min, sigma_max = _check_args(n, sigma_min, sigma_max, zero, unknown)
     rho = _real("rho", rho)
     if rho <= 0:
-        raise ValueError(f"rho: must be > 0 (got {rho})")
+        raise InputError(f"rho: must be > 0 (got {rho})")
     em = math.expm1(math.log(sigma_min / sigma_max) / rho)  # (smin/smax)^(1/rho) - 1, in (-1, 0)
     return grid_from_map(lambda u: sigma_max * torch.exp(rho * torch.log1p(u * em)), n, sigma_min, sigma_max, zero)
 
@@ -109,22 +130,25 @@ def logsnr(n, sigma_min, sigma_max, *, zero=False, process=None, **unknown) -> t
 def _process_times(schedule: str, process, sigma_min: float, sigma_max: float) -> tuple[float, float]:
     """t(sigma_min), t(sigma_max) of a duck-typed process, after checking both sigmas are in its range."""
     if process is None:
-        raise ValueError(f"process: schedule {schedule!r} is uniform in a process's time and needs process=")
+        raise InputError(f"process: schedule {schedule!r} is uniform in a process's time and needs process=")
+    if isinstance(process, str):
+        raise InputError(f"process: expected a process object with sigma(t) and sigma_inv(sigma), got the name "
+                         f"{process!r} (pass the object, e.g. analytic.processes.get({process!r}))")
     for attr in ("sigma", "sigma_inv"):
         if not callable(getattr(process, attr, None)):
-            raise ValueError(f"process: expected an object with sigma(t) and sigma_inv(sigma); no {attr}()")
+            raise InputError(f"process: expected an object with sigma(t) and sigma_inv(sigma); no {attr}()")
     if callable(getattr(process, "sigma_range", None)):
         lo, hi = (float(v) for v in process.sigma_range())
         slack = 1e-12  # relative: sigma(t_min) is itself computed in floating point
         for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
             if not lo * (1 - slack) <= value <= hi * (1 + slack):
-                raise ValueError(f"{name}: {value} is outside the process's sigma range [{lo:.6g}, {hi:.6g}]")
+                raise InputError(f"{name}: {value} is outside the process's sigma range [{lo:.6g}, {hi:.6g}]")
     times = []
     for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
         t = float(process.sigma_inv(torch.tensor(value, dtype=DTYPE)))
         back = float(process.sigma(torch.tensor(t, dtype=DTYPE))) if math.isfinite(t) else math.nan
         if not abs(back - value) <= 1e-9 * value:  # round trip exact up to a few ulps per operation
-            raise ValueError(f"{name}: {value} is outside the process's range (t = {t}, sigma(t) = {back})")
+            raise InputError(f"{name}: {value} is outside the process's range (t = {t}, sigma(t) = {back})")
         times.append(t)
     return times[0], times[1]
 
@@ -141,6 +165,6 @@ def time_quadratic(n, sigma_min, sigma_max, *, zero=False, process=None, **unkno
     n, sigma_min, sigma_max = _check_args(n, sigma_min, sigma_max, zero, unknown)
     t_min, t_max = _process_times("time_quadratic", process, sigma_min, sigma_max)
     if t_min < 0 or t_max < 0:
-        raise ValueError(f"process: time_quadratic needs non-negative times (got t in [{t_min}, {t_max}])")
+        raise InputError(f"process: time_quadratic needs non-negative times (got t in [{t_min}, {t_max}])")
     ra, rb = math.sqrt(t_max), math.sqrt(t_min)
     return grid_from_map(lambda u: process.sigma((ra + u * (rb - ra)) ** 2), n, sigma_min, sigma_max, zero)

@@ -14,6 +14,7 @@ from importlib import metadata
 
 import torch
 
+from ..errors import InputError
 from .grids import edm, logsnr, time_quadratic, uniform_t
 
 Schedule = Callable[..., torch.Tensor]
@@ -28,12 +29,14 @@ def register(name: str, schedule: Schedule, *, uses_process: bool = False) -> No
     """Register `schedule(n, sigma_min, sigma_max, *, zero=False, **params)` under `name`; `uses_process`: its grid
     depends on the noise process (it then needs `process=`)."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"name: must be a non-empty string (got {name!r})")
+        raise InputError(f"name: must be a non-empty string (got {name!r})")
     if not callable(schedule):
-        raise ValueError(f"schedule: must be callable as schedule(n, sigma_min, sigma_max, zero=..., ...), got "
+        raise InputError(f"schedule: must be callable as schedule(n, sigma_min, sigma_max, zero=..., ...), got "
                          f"{type(schedule).__name__}")
+    if not isinstance(uses_process, bool):
+        raise InputError(f"uses_process: must be a bool, got {uses_process!r}")
     if name in _REGISTRY:
-        raise ValueError(f"name: schedule {name!r} is already registered")
+        raise InputError(f"name: schedule {name!r} is already registered")
     _REGISTRY[name] = schedule
     if uses_process:
         _PROCESS.add(name)
@@ -64,12 +67,15 @@ def available() -> list[str]:
 
 def get(name: str) -> Schedule:
     """The schedule function registered under `name`."""
+    if not isinstance(name, str):
+        raise InputError(f"name: expected a schedule name (a string), got {type(name).__name__} ({name!r:.40}); "
+                         f"available: {', '.join(available())}")
     if name not in _REGISTRY:
         _load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"name: unknown schedule {name!r}; available: {', '.join(available())}") from None
+        raise InputError(f"name: unknown schedule {name!r}; available: {', '.join(available())}") from None
 
 
 register("edm", edm)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Rational
 
+from ..errors import InputError
 from .base import combine, ode_derivative
 from .singlestep import SingleStep
 
@@ -27,11 +28,11 @@ __all__ = ["ButcherTableau", "ExplicitRK"]
 
 def _exact(value, name: str) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, (Rational, str)):
-        raise ValueError(f"{name}: tableau entries must be exact (int, Fraction or 'p/q'), got {value!r}")
+        raise InputError(f"{name}: tableau entries must be exact (int, Fraction or 'p/q'), got {value!r}")
     try:
         return Fraction(value)
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{name}: cannot read {value!r} as a fraction") from None
+        raise InputError(f"{name}: cannot read {value!r} as a fraction") from None
 
 
 @dataclass(frozen=True)
@@ -45,21 +46,21 @@ class ButcherTableau:
     def __post_init__(self):
         s = len(self.b)
         if s < 1:
-            raise ValueError("b: a tableau needs at least one stage")
+            raise InputError("b: a tableau needs at least one stage")
         b = tuple(_exact(v, f"b[{i}]") for i, v in enumerate(self.b))
         c = tuple(_exact(v, f"c[{i}]") for i, v in enumerate(self.c))
         if len(c) != s:
-            raise ValueError(f"c: expected {s} nodes (one per weight in b), got {len(c)}")
+            raise InputError(f"c: expected {s} nodes (one per weight in b), got {len(c)}")
         if len(self.a) != s or any(len(row) != s for row in self.a):
-            raise ValueError(f"a: expected a {s} x {s} matrix")
+            raise InputError(f"a: expected a {s} x {s} matrix")
         a = tuple(tuple(_exact(v, f"a[{i}][{j}]") for j, v in enumerate(row)) for i, row in enumerate(self.a))
         for i, row in enumerate(a):
             if any(row[j] != 0 for j in range(i, s)):
-                raise ValueError(f"a: row {i} has entries on or above the diagonal: not an explicit method")
+                raise InputError(f"a: row {i} has entries on or above the diagonal: not an explicit method")
             if sum(row) != c[i]:
-                raise ValueError(f"c: c[{i}] = {c[i]} differs from the row sum of a, {sum(row)}")
+                raise InputError(f"c: c[{i}] = {c[i]} differs from the row sum of a, {sum(row)}")
         if sum(b) != 1:
-            raise ValueError(f"b: the weights sum to {sum(b)}, not 1: the method is not consistent")
+            raise InputError(f"b: the weights sum to {sum(b)}, not 1: the method is not consistent")
         object.__setattr__(self, "a", a)
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "c", c)

@@ -17,6 +17,7 @@ The Lagrange helpers are in solvers/polynomials.py, the history and step ratios 
 
 from __future__ import annotations
 
+from ..errors import InputError
 from .base import MATH_OPS
 from .multistep import Multistep
 from .polynomials import history_nodes, lagrange_basis
@@ -32,7 +33,7 @@ class DEIS(Multistep):
 
     def __init__(self, r: int = 3):
         if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= 3:
-            raise ValueError(f"r: DEIS tAB-r needs an integer r in 0..3, got {r!r}")
+            raise InputError(f"r: DEIS tAB-r needs an integer r in 0..3, got {r!r}")
         self.r = r
         self.order = self.history_size = r + 1
         self.name = f"deis_tab{r}"

@@ -17,6 +17,7 @@ A step into sigma = 0 (h = inf) is first order for every solver here: x <- D(x, 
 
 from __future__ import annotations
 
+from ..errors import InputError
 from .base import MATH_OPS
 from .multistep import Multistep
 from .registry import register
@@ -27,7 +28,7 @@ FINAL_STEP = "x <- D(x, sigma) (DPM-Solver++(1) / DDIM into sigma = 0), 1 NFE"
 
 def _check_fraction(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{name}: must be a number in (0, 1) (got {value!r})")
+        raise InputError(f"{name}: must be a number in (0, 1) (got {value!r})")
     return float(value)
 
 
@@ -163,7 +164,7 @@ class _DataMultistep(Multistep):
 
     def __init__(self, lower_order_final: bool = False):
         if not isinstance(lower_order_final, bool):
-            raise ValueError(f"lower_order_final: must be a bool (got {lower_order_final!r})")
+            raise InputError(f"lower_order_final: must be a bool (got {lower_order_final!r})")
         self.lower_order_final = lower_order_final
 
     def params(self):
@@ -216,7 +217,7 @@ class DPMSolverPP3M(_DataMultistep):
     def __init__(self, lower_order_final: bool = False, variant: str = "authors"):
         super().__init__(lower_order_final)
         if variant not in self.variants:
-            raise ValueError(f"variant: must be one of {self.variants} (got {variant!r})")
+            raise InputError(f"variant: must be one of {self.variants} (got {variant!r})")
         self.variant = variant
 
     def params(self):

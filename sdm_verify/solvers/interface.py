@@ -18,6 +18,7 @@ import abc
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from ..errors import InputError
 from . import registry
 
 __all__ = ["SolverInterface", "has_coefficients", "DECLARED"]
@@ -112,7 +113,7 @@ class SolverInterface(abc.ABC):
 
     def with_process(self, process: str) -> SolverInterface:
         """The same solver for another process (one of `processes`); without processes: ValueError."""
-        raise ValueError(f"process: {self.name} runs in sigma space and declares no processes (got {process!r})")
+        raise InputError(f"process: {self.name} runs in sigma space and declares no processes (got {process!r})")
 
     # ----------------------------------------------------------------------------------------- identities
     #: whether the solver is exact on a point mass (whose flow is affine in sigma); False: reported, not judged

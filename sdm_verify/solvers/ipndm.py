@@ -19,6 +19,7 @@ The step into sigma = 0 is x <- D(x, sigma) (Euler there), 1 NFE.
 
 from __future__ import annotations
 
+from ..errors import InputError
 from .base import MATH_OPS
 from .multistep import Multistep
 from .polynomials import history_nodes
@@ -39,7 +40,7 @@ class IPNDM(Multistep):
 
     def __init__(self, max_order: int = 4):
         if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= 4:
-            raise ValueError(f"max_order: must be an integer in 1..4, got {max_order!r}")
+            raise InputError(f"max_order: must be an integer in 1..4, got {max_order!r}")
         self.max_order = max_order
         self.order = self.history_size = max_order
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import InputError
 from .base import Solver, StepContext
 from .registry import register
 
@@ -61,10 +62,10 @@ class _NativeTime(Solver):
 
     def __init__(self, process=None):
         if process is None:
-            raise ValueError(f"process: {self.name!r} integrates in a process's own time t and needs process=")
+            raise InputError(f"process: {self.name!r} integrates in a process's own time t and needs process=")
         missing = [m for m in _PROCESS_METHODS if not callable(getattr(process, m, None))]
         if missing:
-            raise ValueError(f"process: expected an object with {', '.join(_PROCESS_METHODS)}; missing {missing}")
+            raise InputError(f"process: expected an object with {', '.join(_PROCESS_METHODS)}; missing {missing}")
         self.process = process
 
     def params(self):
@@ -81,7 +82,7 @@ class _NativeTime(Solver):
         if sigma > 0:
             node["dsigma"], node["ds"] = _f(p.sigma_deriv, t), _f(p.scale_deriv, t)
         if not all(math.isfinite(v) for v in node.values()) or node["s"] <= 0:
-            raise ValueError(f"process: non-finite time, scale or derivative at sigma = {sigma:.6g}: {node}")
+            raise InputError(f"process: non-finite time, scale or derivative at sigma = {sigma:.6g}: {node}")
         return TimeNode(**node)
 
     def _nodes(self, i: int, ctx: StepContext) -> tuple[TimeNode, TimeNode]:

@@ -10,6 +10,8 @@ sympy expressions alike.
 
 from __future__ import annotations
 
+from ..errors import InputError
+
 __all__ = ["lagrange_basis", "history_nodes"]
 
 
@@ -31,7 +33,7 @@ def lagrange_basis(nodes) -> list[list]:
 def history_nodes(ratios, k: int) -> list:
     """Nodes [0, -r0, -(r0 + r1), ...] of the current and k previous points, in units of the current step."""
     if len(ratios) < k:
-        raise ValueError(f"ratios: need {k} step ratios, got {len(ratios)}")
+        raise InputError(f"ratios: need {k} step ratios, got {len(ratios)}")
     nodes, acc = [0], 0
     for r in ratios[:k]:
         acc = acc + r

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import InputError
+
 #: name -> (solver class, default parameters). The registry holds classes and imports none of them: the solver
 #: interface uses it (a declared twin is a registered name), so it stays below the interface.
 _REGISTRY: dict[str, tuple[type, dict]] = {}
@@ -9,8 +11,12 @@ _REGISTRY: dict[str, tuple[type, dict]] = {}
 
 def register(name: str, cls: type, **defaults) -> None:
     """Register `cls` configured with `defaults` under `name`."""
+    if not isinstance(name, str) or not name:
+        raise InputError(f"name: must be a non-empty string (got {name!r})")
+    if not isinstance(cls, type):
+        raise InputError(f"cls: must be a solver class, got {type(cls).__name__} ({cls!r:.40})")
     if name in _REGISTRY:
-        raise ValueError(f"name: solver {name!r} is already registered")
+        raise InputError(f"name: solver {name!r} is already registered")
     _REGISTRY[name] = (cls, defaults)
 
 
@@ -29,26 +35,30 @@ def available() -> list[str]:
     return [name for _, (name, _) in sorted(enumerate(_REGISTRY.items()), key=_rank)]
 
 
-def get(name: str, **params) -> object:
-    """A configured solver instance; unknown names and bad parameters raise ValueError."""
+def _lookup(name) -> tuple[type, dict]:
+    if not isinstance(name, str):
+        raise InputError(f"name: expected a solver name (a string), got {type(name).__name__} ({name!r:.40}); "
+                         f"available: {', '.join(available())}")
     try:
-        cls, defaults = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"name: unknown solver {name!r}; available: {', '.join(available())}") from None
+        raise InputError(f"name: unknown solver {name!r}; available: {', '.join(available())}") from None
+
+
+def get(name: str, **params) -> object:
+    """A configured solver instance; unknown names and bad parameters raise InputError (a ValueError)."""
+    cls, defaults = _lookup(name)
     try:
         solver = cls(**{**defaults, **params})
     except TypeError as exc:
-        raise ValueError(f"params: bad parameters for solver {name!r}: {exc}") from None
+        raise InputError(f"params: bad parameters for solver {name!r}: {exc}") from None
     solver.name = name
     return solver
 
 
 def needs_process(name: str) -> bool:
     """Whether solver `name` integrates in a process's own time and so must be given `process=`."""
-    try:
-        cls, _ = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"name: unknown solver {name!r}; available: {', '.join(available())}") from None
+    cls, _ = _lookup(name)
     return bool(cls.needs_process)
 
 

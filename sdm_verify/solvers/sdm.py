@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
+from ..grid import check_callback
 from .base import MATH_OPS, Solver, StepContext, combine, ode_derivative
 from .dpm import DDIM, DPMSolverPP2M, dpmpp_2m_rule
 from .registry import register
@@ -58,6 +60,11 @@ class SDMState:
     d_prev: torch.Tensor | None = None
     den_prev: torch.Tensor | None = None
     latched: bool = False
+
+
+def _iter_or_empty(value):
+    """The items of `value` when it is a sized iterable (to look for bools among lambdas), else nothing."""
+    return value if isinstance(value, (list, tuple)) else ()
 
 
 def batch_kappa(d: torch.Tensor, d_prev: torch.Tensor, dsigma: float) -> float:
@@ -85,18 +92,20 @@ class _AdaptiveBlend(Solver):
     def __init__(self, tau_k: float = 1e-4, lambda_schedule: str = "step", euler_last: bool = True,
                  lambdas=None):
         if isinstance(tau_k, bool) or not isinstance(tau_k, (int, float)) or math.isnan(tau_k) or tau_k < 0:
-            raise ValueError(f"tau_k: must be a number >= 0 (inf allowed), got {tau_k!r}")
+            raise InputError(f"tau_k: must be a number >= 0 (inf allowed), got {tau_k!r}")
         if lambda_schedule not in LAMBDA_SCHEDULES:
-            raise ValueError(f"lambda_schedule: must be one of {LAMBDA_SCHEDULES}, got {lambda_schedule!r}")
+            raise InputError(f"lambda_schedule: must be one of {LAMBDA_SCHEDULES}, got {lambda_schedule!r}")
         if not isinstance(euler_last, bool):
-            raise ValueError(f"euler_last: must be a bool, got {euler_last!r}")
+            raise InputError(f"euler_last: must be a bool, got {euler_last!r}")
         if lambdas is not None:
+            if isinstance(lambdas, (str, bytes)) or any(isinstance(v, bool) for v in _iter_or_empty(lambdas)):
+                raise InputError(f"lambdas: expected a sequence of numbers, got {lambdas!r}")
             try:
                 lambdas = tuple(float(v) for v in lambdas)
             except (TypeError, ValueError):
-                raise ValueError(f"lambdas: expected a sequence of numbers, got {lambdas!r}") from None
+                raise InputError(f"lambdas: expected a sequence of numbers, got {lambdas!r}") from None
             if not lambdas or not all(0.0 <= v <= 1.0 for v in lambdas):
-                raise ValueError(f"lambdas: expected a non-empty sequence of numbers in [0, 1], got {lambdas!r}")
+                raise InputError(f"lambdas: expected a non-empty sequence of numbers in [0, 1], got {lambdas!r}")
         self.tau_k, self.lambda_schedule, self.euler_last = float(tau_k), lambda_schedule, euler_last
         self.lambdas = lambdas
         self._records: list | None = None
@@ -118,7 +127,7 @@ class _AdaptiveBlend(Solver):
     def _lambda(self, i: int, n: int, kappa: float, state: SDMState, has_history: bool = True) -> float:
         if self.lambdas is not None:
             if len(self.lambdas) != n:
-                raise ValueError(f"lambdas: {len(self.lambdas)} values for a grid of {n} steps")
+                raise InputError(f"lambdas: {len(self.lambdas)} values for a grid of {n} steps")
             return self.lambdas[i] if has_history else 1.0
         if self.lambda_schedule == "step":
             if has_history and not state.latched and kappa >= self.tau_k:
@@ -130,6 +139,12 @@ class _AdaptiveBlend(Solver):
         if not has_history or (self.euler_last and i == n - 1):
             lam = 1.0
         return lam
+
+    def _check_run(self, x: torch.Tensor, ctx: StepContext) -> None:
+        """Replayed lambdas must fit the grid: refused before the first denoiser call, not at step 0."""
+        n = len(ctx.sigmas) - 1
+        if self.lambdas is not None and len(self.lambdas) != n:
+            raise InputError(f"lambdas: {len(self.lambdas)} values for a grid of {n} steps")
 
     def _kappa(self, d: torch.Tensor, i: int, ctx: StepContext) -> float:
         prev = ctx.state.d_prev
@@ -151,6 +166,7 @@ class _AdaptiveBlend(Solver):
             if callback is not None:
                 callback({**info, **records[info["i"]]})
 
+        check_callback(callback)  # `merged` below is always callable: check the caller's own before any work
         outer, self._records = self._records, records  # nested runs keep their own trace
         try:
             return super().__call__(denoiser, x, sigmas, callback=merged)

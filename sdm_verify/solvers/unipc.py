@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from . import forms
 from .base import MATH_OPS, StepContext
 from .multistep import Multistep, MultistepState
@@ -63,14 +64,19 @@ class UniPC(Multistep):
         disable_corrector_steps=(),
     ):
         if variant not in VARIANTS:
-            raise ValueError(f"variant: must be one of {VARIANTS}, got {variant!r}")
+            raise InputError(f"variant: must be one of {VARIANTS}, got {variant!r}")
         if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 3:
-            raise ValueError(f"order: the predictor order must be an integer in 1..3, got {order!r}")
+            raise InputError(f"order: the predictor order must be an integer in 1..3, got {order!r}")
         if not isinstance(corrector, bool):
-            raise ValueError(f"corrector: must be a bool, got {corrector!r}")
+            raise InputError(f"corrector: must be a bool, got {corrector!r}")
+        if not isinstance(lower_order_final, bool):
+            raise InputError(f"lower_order_final: must be a bool, got {lower_order_final!r}")
+        if isinstance(disable_corrector_steps, (str, bytes)) or not hasattr(disable_corrector_steps, "__iter__"):
+            raise InputError(f"disable_corrector_steps: must be a sequence of non-negative step indices, got "
+                             f"{disable_corrector_steps!r}")
         steps = tuple(disable_corrector_steps)
         if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in steps):
-            raise ValueError(f"disable_corrector_steps: must be non-negative step indices, got {steps!r}")
+            raise InputError(f"disable_corrector_steps: must be non-negative step indices, got {steps!r}")
         self.variant, self.predictor_order, self.corrector = variant, order, corrector
         self.history_size = order
         self.lower_order_final = bool(lower_order_final)

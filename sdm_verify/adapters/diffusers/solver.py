@@ -22,13 +22,47 @@ import numpy as np
 import torch
 
 from ...errors import SolverDivergedError
-from ...grid import check_grid
+from ...grid import check_grid, check_x, checked_denoiser
 from ...solvers.base import Solver, all_finite
 from .conventions import flow_sigma, input_scale, model_output, sample_scale
 from .dependency import load_diffusers, quiet
 from .float64 import F64, guard, plain
 from .grids import GRIDS, NativeSchedule, TimestepLookup, heun_layout
 from .profiles import PROFILES, supported
+
+#: steps of the set_timesteps call that checks a config when the solver is built (DiffusersSolver._probe_timesteps)
+PROBE_STEPS = 8
+#: integer config keys and their least value (diffusers accepts e.g. solver_order=-1 and fails later, or not at all)
+_LEAST = {"solver_order": 1, "num_train_timesteps": 1, "steps_offset": 0}
+
+
+def _check_config_values(cls, config: dict) -> None:
+    """Each config value must be of the kind of the constructor's default (a bool for a bool, an integer for an
+    integer, a finite-or-infinite non-NaN number for a float, a string for a string; None only where the default
+    or annotation allows it), and the integer keys of _LEAST at least their least value."""
+    params = inspect.signature(cls.__init__).parameters
+    for key, value in config.items():
+        p = params[key]
+        default, note = p.default, str(p.annotation)
+        if value is None and (default is None or "Optional" in note or "None" in note):
+            continue
+        if default is None or default is p.empty:
+            continue
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "True or False"
+        elif isinstance(default, (int, float)) and ("float" in note or isinstance(default, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+            kind = "a number"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"config: {cls.__name__} needs {kind} for {key} (got {value!r})")
+        if key in _LEAST and value < _LEAST[key]:
+            raise ValueError(f"config: {cls.__name__} needs {key} >= {_LEAST[key]} (got {value!r})")
 
 
 def _format_value(v) -> str:
@@ -65,9 +99,18 @@ class DiffusersSolver(Solver):
         unknown = sorted(set(config) - set(accepted))
         if unknown:
             raise ValueError(f"config: unknown key(s) {unknown} for {cls.__name__}; accepted: {', '.join(accepted)}")
+        _check_config_values(cls, config)
         self.cls, self.profile = cls, PROFILES[cls.__name__]
         self.user_config, self.grid, self.keep_float64 = dict(config), grid, keep_float64
+        try:
+            self._configure(config, process, _switch)
+        except (TypeError, KeyError, IndexError, AttributeError, NotImplementedError, ZeroDivisionError) as exc:
+            raise ValueError(f"config: diffusers.{cls.__name__} cannot be run with {self.user_config} "
+                             f"({type(exc).__name__}: {exc})") from None
 
+    def _configure(self, config: dict, process: str | None, _switch: bool) -> None:
+        """Build the scheduler for `process` and read the profile's declarations of its config."""
+        cls = self.cls
         base = self._construct(self.user_config, record=True)  # validates the contributor's config
         defaults = dict(base.config)
         self.processes: tuple[str, ...] = self.profile.processes(defaults)
@@ -85,6 +128,7 @@ class DiffusersSolver(Solver):
         self.effective_config = dict(sched.config)
         cfg = self.effective_config
         self.profile.check(cfg)
+        self._probe_timesteps()
         self._sigma_data = self.profile.sigma_data(cfg)
 
         shown = {**self.user_config, **{k: v for k, v in changes.items() if defaults.get(k) != v}}
@@ -97,8 +141,8 @@ class DiffusersSolver(Solver):
         self.notes = list(self._warnings) + self.profile.notes(cfg)
         if self.profile.float32_cast:
             self.notes.append("step() casts the sample to float32" + (
-                "; the adapter keeps float64 (keep_float64=True)" if keep_float64 else ": float32 round-off"))
-        self.sigma_range = self.profile.sigma_range(sched, cfg) if grid == "native" else None
+                "; the adapter keeps float64 (keep_float64=True)" if self.keep_float64 else ": float32 round-off"))
+        self.sigma_range = self.profile.sigma_range(sched, cfg) if self.grid == "native" else None
 
     # ------------------------------------------------------------------ construction
     def _construct(self, config: dict, record: bool = False):
@@ -114,6 +158,24 @@ class DiffusersSolver(Solver):
         if record:
             self._warnings = sorted({str(w.message).strip() for w in caught if issubclass(w.category, FutureWarning)})
         return sched
+
+    def _probe_timesteps(self) -> None:
+        """set_timesteps(PROBE_STEPS) on a fresh scheduler: a config its set_timesteps refuses is refused here, naming
+        the class, the config and diffusers' message, not met in the middle of the check."""
+        try:
+            sched = self._construct(self.config)
+            with quiet():
+                sched.set_timesteps(PROBE_STEPS)
+        except (TypeError, KeyError, IndexError, AttributeError, NotImplementedError, AssertionError, ZeroDivisionError,
+                RuntimeError) as exc:
+            raise ValueError(f"config: {self.cls.__name__}.set_timesteps({PROBE_STEPS}) refused the config "
+                             f"{self.user_config} ({type(exc).__name__}: {exc})") from None
+        except ValueError as exc:
+            text = str(exc)
+            if not text.startswith("config:"):
+                text = (f"config: {self.cls.__name__}.set_timesteps({PROBE_STEPS}) refused the config "
+                        f"{self.user_config} ({exc})")
+            raise ValueError(text) from None
 
     def _scheduler(self, n: int, final_zero: bool | None):
         """A fresh scheduler after set_timesteps(n); final_zero (harness) sets final_sigmas_type to match the grid."""
@@ -164,8 +226,10 @@ class DiffusersSolver(Solver):
     def __call__(self, denoiser, x: torch.Tensor, sigmas, callback=None) -> torch.Tensor:
         if callback is not None:
             raise ValueError("callback: the scheduler drives its own loop; per-step callbacks are not supported")
+        denoiser = checked_denoiser(denoiser, self.name)
+        check_x(x)
         if self.grid == "native":
-            grid = torch.as_tensor(sigmas, dtype=F64)
+            grid = check_grid(sigmas)
             n = grid.numel() - 1
             native = self.native_sigmas(n)
             if grid.shape != native.shape or not torch.allclose(grid, native, rtol=1e-12, atol=0.0):

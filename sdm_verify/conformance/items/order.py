@@ -19,7 +19,8 @@ from ...adapters.spec import LoadedSolver
 from ...harness import cases as theory
 from ...harness.results import solver_family
 from ..context import Context
-from ..probing import grid, run_row, sigma_bounds
+from ..declared import ClaimError
+from ..probing import grid, run_row, sigma_bounds, unreadable_row
 from ..result import Item
 
 #: configurations per process for solvers that expose `processes` (sigma-defined grids: any process can use them)
@@ -56,7 +57,14 @@ def measure(loaded: LoadedSolver, planned: list[PlannedCase], ctx: Context) -> l
     cache: dict[tuple, dict] = {}
     pairs = []
     for label, solver, target, grid_process, schedule, ns in planned:
-        lo, hi = sigma_bounds(solver)
+        try:
+            lo, hi = sigma_bounds(solver)
+        except ClaimError as exc:  # every run of this case: an error row naming the unreadable claim
+            rows = [{"n": n, **unreadable_row(exc)} for n in ns]
+            ctx.step(len(ns))
+            pairs.append((dict(solver=loaded.name, target=target, process=label, schedule=schedule,
+                               claimed=ctx.claimed_order, family=family), rows))
+            continue
         key_process = grid_process if grid_process is not None else (
             label if schedules.uses_process(schedule) else "any")
         rows = []
@@ -77,7 +85,14 @@ def _median(values):
 
 
 def item(solver, ctx: Context) -> Item:
-    """Judge the measured cases (ctx.cases()): pass only if every case agrees with ctx.claimed_order."""
+    """Judge the measured cases (ctx.cases()): pass only if every case agrees with ctx.claimed_order. Fails without
+    measurements when the declared order cannot be read (ctx.unreadable["order"])."""
+    if "order" in ctx.unreadable:
+        measured = dict(overall=None, per_process={}, per_schedule={},
+                        rule="median over the cases with an asymptotic window")
+        return Item("order", "fail", "—", "a readable claimed order", f"unreadable claim {ctx.unreadable['order']}; "
+                    "no order measured (declare a positive number as `order`, or pass --claimed-order)",
+                    dict(measured_order=measured, agree=0, cases=0, unreadable=ctx.unreadable["order"]))
     results = ctx.cases()
     raised = next((r["detail"] for _, rows in ctx.measured for r in rows if r.get("status") == "error"), None)
     ok = [r for r in results if r.measurement.ok]

@@ -75,6 +75,10 @@ def _twin(solver, equivalent: str):
 
 def _judge(sym: SymbolicOrder, claimed: float, data: dict, source: str) -> Item:
     data.update(sym.to_dict())
+    if not math.isfinite(claimed):  # the declared order cannot be read (the order item fails): reported only
+        return Item("symbolic", "info", str(sym.general), "no readable claimed order",
+                    f"{source}: symbolic order {sym.general} on general grids, {sym.uniform} on uniform steps "
+                    f"({sym.scope}); leading error {sym.leading_general}", data)
     ok = sym.general >= claimed - 1e-9
     return Item("symbolic", "pass" if ok else "fail", str(sym.general), f">= claimed {claimed:g}",
                 f"{source}: symbolic order {sym.general} on general grids, {sym.uniform} on uniform steps "

@@ -27,7 +27,8 @@ from numbers import Integral, Real
 import torch
 
 from ... import schedules
-from ...grid import check_grid
+from ...errors import InputError
+from ...grid import bad_output, check_grid, check_x, denoiser_output_error
 
 F64 = torch.float64
 NORMS = ("mean", "rms")
@@ -48,23 +49,26 @@ def eta_tolerance(sigma: float, sigma_max: float, eta_min: float, eta_max: float
 
 
 def _drift(denoiser, x, sigma):
-    return (x - denoiser(x, sigma)) / sigma
+    out = denoiser(x, sigma)
+    if bad_output(out, x):  # a (B, 1) output would be broadcast into a wrong drift
+        raise denoiser_output_error(out, x, f"sdm schedule, sigma {sigma:.6g}")
+    return (x - out) / sigma
 
 
 def _number(name, value, *, low=None, low_open=False, allow_inf=False) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
-        raise ValueError(f"{name}: expected a real number, got {value!r}")
+        raise InputError(f"{name}: expected a real number, got {value!r}")
     value = float(value)
     if not allow_inf and math.isinf(value):
-        raise ValueError(f"{name}: must be finite (got {value})")
+        raise InputError(f"{name}: must be finite (got {value})")
     if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"{name}: must be {'>' if low_open else '>='} {low} (got {value})")
+        raise InputError(f"{name}: must be {'>' if low_open else '>='} {low} (got {value})")
     return value
 
 
 def _check_norm(norm):
     if norm not in NORMS:
-        raise ValueError(f"norm: must be one of {NORMS}, got {norm!r}")
+        raise InputError(f"norm: must be one of {NORMS}, got {norm!r}")
 
 
 def _check_etas(eta_min, eta_max, eta_p):
@@ -74,8 +78,9 @@ def _check_etas(eta_min, eta_max, eta_p):
 
 
 def _check_x(x):
-    if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 2 or x.shape[0] < 1:
-        raise ValueError("x: expected a floating-point batch tensor of shape (B, ...)")
+    check_x(x)  # a non-empty, finite floating-point tensor
+    if x.ndim < 2:
+        raise InputError(f"x: expected a floating-point batch tensor of shape (B, ...), got shape {tuple(x.shape)}")
     return x
 
 
@@ -114,14 +119,22 @@ def build_initial_schedule(denoiser, x, sigma_min, sigma_max, *, eta_min=0.02, e
     sigma_max = _number("sigma_max", sigma_max, low=sigma_min, low_open=True)
     eta_min, eta_max, eta_p = _check_etas(eta_min, eta_max, eta_p)
     _check_norm(norm)
-    if isinstance(n_grid, bool) or not isinstance(n_grid, Integral) or n_grid < 2:
-        raise ValueError(f"n_grid: must be an int >= 2 (got {n_grid!r})")
+    if not callable(denoiser):
+        raise InputError(f"denoiser: must be callable as denoiser(x, sigma), got {type(denoiser).__name__}")
+    if isinstance(n_grid, bool) or not isinstance(n_grid, Integral) or not 2 <= n_grid <= schedules.grids.MAX_STEPS:
+        raise InputError(f"n_grid: must be an int in [2, {schedules.grids.MAX_STEPS}] (got {n_grid!r})")
     if solver not in ("euler", "heun"):
-        raise ValueError(f"solver: must be 'euler' or 'heun', got {solver!r}")
+        raise InputError(f"solver: must be 'euler' or 'heun', got {solver!r}")
     gamma = _number("gamma", gamma, low=0.0, low_open=True)
     c_shrink = _number("c_shrink", c_shrink, low=0.0, low_open=True)
     if not c_shrink < 1:
-        raise ValueError(f"c_shrink: must be < 1 (got {c_shrink})")
+        raise InputError(f"c_shrink: must be < 1 (got {c_shrink})")
+    for name, value, low in (("max_expand_bins", max_expand_bins, 0), ("max_shrink_iters", max_shrink_iters, 0),
+                             ("max_steps", max_steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+            raise InputError(f"{name}: must be an int >= {low} (got {value!r})")
+    if not isinstance(grid_snap, bool):
+        raise InputError(f"grid_snap: must be a bool (got {grid_snap!r})")
     grid = _edm_bins(int(n_grid), sigma_min, sigma_max, rho)
 
     nfe = [0]
@@ -236,22 +249,22 @@ def resample(sigmas0, etas, n, power=0.5, q=0.1, rho=7.0, *, zero=True) -> torch
     s0 = check_grid(sigmas0).clone()
     e = torch.as_tensor(etas, dtype=F64).flatten().clone()
     if e.numel() != s0.numel() - 1:
-        raise ValueError(f"etas: expected {s0.numel() - 1} values (one per interval of sigmas0), got {e.numel()}")
+        raise InputError(f"etas: expected {s0.numel() - 1} values (one per interval of sigmas0), got {e.numel()}")
     if not torch.isfinite(e).all():
-        raise ValueError("etas: contains NaN or inf")
+        raise InputError("etas: contains NaN or inf")
     if s0[-1] == 0:
         s0, e = s0[:-1], e[:-1]
     if s0.numel() < 2:
-        raise ValueError("sigmas0: needs at least one interval above sigma = 0")
+        raise InputError("sigmas0: needs at least one interval above sigma = 0")
     if isinstance(n, bool) or not isinstance(n, Integral) or n < (2 if zero else 1):
-        raise ValueError(f"n: must be an int >= {2 if zero else 1} (got {n!r})")
+        raise InputError(f"n: must be an int >= {2 if zero else 1} (got {n!r})")
     power = _number("power", power, low=0.0, low_open=True)
     q = _number("q", q, low=0.0)
     rho = _number("rho", rho, low=0.0, low_open=True)
     w = e.clamp_min(0.0) ** power * ((s0[0] + 1e-12) / (s0[1:] + 1e-12)) ** q
     if not (w > 0).all():
         i = int(torch.nonzero(w <= 0)[0])
-        raise ValueError(f"etas: every interval needs a positive weight (eta[{i}] = {e[i].item():.3g})")
+        raise InputError(f"etas: every interval needs a positive weight (eta[{i}] = {e[i].item():.3g})")
     L = torch.cat([w.new_zeros(1), torch.cumsum(w, 0)])
     tau_of_L = PchipInterpolator(L.numpy(), (s0 ** (1.0 / rho)).numpy())
 
@@ -261,7 +274,7 @@ def resample(sigmas0, etas, n, power=0.5, q=0.1, rho=7.0, *, zero=True) -> torch
     try:  # the shared grid maker: u = i/n (zero: i/(n-1), then 0), endpoints set exactly, validated
         return schedules.grid_from_map(sigma_of_u, n, float(s0[-1]), float(s0[0]), zero)
     except ValueError as exc:
-        raise ValueError(f"n: the resampled {n}-step grid is not strictly decreasing ({exc})") from None
+        raise InputError(f"n: the resampled {n}-step grid is not strictly decreasing ({exc})") from None
 
 
 # ------------------------------------------------------------------------------------------ the schedule
@@ -270,12 +283,17 @@ def sdm_schedule_info(n, sigma_min, sigma_max, *, denoiser, x, zero=False, eta_m
     """Build + estimate + resample; returns {"sigmas", "sigmas0", "build_log", "etas0", "nfe_build",
     "nfe_estimate"}. n_grid defaults to n (the scripts use the final N for the EDM bin grid)."""
     if denoiser is None or not callable(denoiser):
-        raise ValueError("denoiser: the sdm schedule needs denoiser=D(x, sigma) and x= (the batch at sigma_max)")
-    if isinstance(n, bool) or not isinstance(n, Integral) or n < 2:
-        raise ValueError(f"n: must be an int >= 2 (got {n!r})")
+        raise InputError("denoiser: the sdm schedule needs denoiser=D(x, sigma) and x= (the batch at sigma_max)")
+    if isinstance(n, bool) or not isinstance(n, Integral) or not 2 <= n <= schedules.grids.MAX_STEPS:
+        raise InputError(f"n: must be an int in [2, {schedules.grids.MAX_STEPS}] (got {n!r})")
     if not isinstance(zero, bool):
-        raise ValueError(f"zero: expected a bool, got {zero!r}")
+        raise InputError(f"zero: expected a bool, got {zero!r}")
     x = _check_x(x)
+    # every argument of the build, the re-measurement and the resampling, before the first denoiser call
+    _check_norm(norm)
+    power = _number("power", power, low=0.0, low_open=True)
+    q = _number("q", q, low=0.0)
+    rho = _number("rho", rho, low=0.0, low_open=True)
     sigmas0, log = build_initial_schedule(denoiser, x, sigma_min, sigma_max, eta_min=eta_min, eta_max=eta_max,
                                           eta_p=eta_p, norm=norm, n_grid=n if n_grid is None else n_grid,
                                           solver=solver, gamma=gamma, rho=rho)
@@ -288,6 +306,14 @@ def sdm_schedule_info(n, sigma_min, sigma_max, *, denoiser, x, zero=False, eta_m
 def sdm(n, sigma_min, sigma_max, *, denoiser=None, x=None, zero=False, process=None, **params) -> torch.Tensor:
     """schedules.get("sdm"): SDM's eta-bounded schedule resampled to n steps (n + 1 values; zero as in
     `schedules`). Needs denoiser= and x= (the batch at sigma_max); params as in `sdm_schedule_info`."""
+    unknown = set(params) - _SDM_PARAMS
+    if unknown:
+        raise InputError(f"params: unknown sdm schedule parameter(s) {sorted(unknown)}; allowed: "
+                         f"{', '.join(sorted(_SDM_PARAMS))}")
     return sdm_schedule_info(n, sigma_min, sigma_max, denoiser=denoiser, x=x, zero=zero, **params)["sigmas"]
 
 
+
+
+#: the keyword parameters `sdm` passes on to `sdm_schedule_info`
+_SDM_PARAMS = frozenset(("eta_min", "eta_max", "eta_p", "norm", "n_grid", "solver", "gamma", "power", "q", "rho"))
