@@ -12,13 +12,9 @@ Tables: results(key, config, row, created), blobs(name, data) for cached arrays 
 solutions), meta(k, v) for environment info and the schema version.
 
 Bad input is refused on one line naming the argument (`StoreError`/`InputError`, ValueErrors) before anything is
-written: a path that is not a str/PathLike, empty, a directory, missing (read-only), unwritable (written stores: the
-file and its folder, which holds the -wal journal), a file that is not SQLite, a store whose pages are damaged
-(PRAGMA quick_check on open, a few ms per MB), an SQLite database whose tables are not this store's (checked against
-the columns above, never altered: a foreign database is not initialised), another schema version. Configs, rows and
-meta values are plain JSON nested at most MAX_DEPTH levels (deeper ones, and self-containing ones, are refused
-instead of overflowing the stack); configs may hold +-inf but not NaN (it never compares equal), rows may hold both;
-strings must be valid Unicode (no lone surrogates); objects, arrays and tensors are refused.
+written: the path (harness.store_path), damaged pages (PRAGMA quick_check on open, a few ms per MB), an SQLite
+database whose tables are not this store's (checked against TABLES, never altered: a foreign database is not
+initialised), another schema version, and configs, rows and meta values that are not plain JSON (harness.canonical).
 """
 
 from __future__ import annotations
@@ -26,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
-import os
 import sqlite3
 import time
 import traceback
@@ -38,17 +32,16 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import InputError, StoreError
+from .canonical import MAX_DEPTH, canonical, config_key, plain, row_json
 from .progress import Progress
+from .store_path import check_store_path
 
 __all__ = ["MAX_DEPTH", "SCHEMA_VERSION", "ResultStore", "check_store_path", "config_key", "run_pending"]
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
-#: the deepest nesting of dicts and lists a config, row or meta value may have (the sweep's configs have 3 levels)
-MAX_DEPTH = 64
 #: the tables of a results store and their columns, checked on open
 TABLES = {"results": ("key", "config", "row", "created"), "blobs": ("name", "data"), "meta": ("k", "v")}
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -58,146 +51,7 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 """
 
 
-# ---------------------------------------------------------------- canonical JSON and keys
-
-
-def _text(value: str, arg: str, path: str) -> str:
-    """value, if it is valid Unicode (a lone surrogate cannot be written as UTF-8: refused)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(f"{arg}: strings must be valid Unicode (a lone surrogate at {path or 'top level'})") from None
-    return value
-
-
-def _plain(obj, arg: str, path: str, allow_nan: bool, depth: int = 0):
-    """A copy of obj made of dict/list/str/int/float/bool/None only; numpy scalars become Python scalars."""
-    if obj is None or isinstance(obj, bool):
-        return obj
-    if isinstance(obj, str):
-        return _text(obj, arg, path)
-    if isinstance(obj, np.generic):
-        if isinstance(obj, np.bool_):
-            return bool(obj)
-        if isinstance(obj, np.integer):
-            return int(obj)
-        if isinstance(obj, np.floating):
-            obj = float(obj)
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        if math.isnan(obj) and not allow_nan:
-            raise InputError(f"{arg}: NaN is not allowed (at {path or 'top level'}): it never compares equal")
-        return float(obj)
-    if isinstance(obj, (dict, list, tuple)) and depth >= MAX_DEPTH:
-        raise InputError(f"{arg}: nested deeper than {MAX_DEPTH} levels (at {_short(path)}): flatten it "
-                         "(a value that contains itself is refused here too)")
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise InputError(f"{arg}: keys must be strings (got {k!r} at {path or 'top level'})")
-            _text(k, arg, path)
-            out[k] = _plain(v, arg, f"{path}.{k}" if path else k, allow_nan, depth + 1)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v, arg, f"{path}[{i}]", allow_nan, depth + 1) for i, v in enumerate(obj)]
-    if hasattr(obj, "__array__") or hasattr(obj, "__array_interface__"):
-        raise InputError(
-            f"{arg}: arrays and tensors are not allowed (got {type(obj).__name__} at {path or 'top level'}); "
-            "use lists of numbers, or put_blob for data"
-        )
-    raise InputError(f"{arg}: {type(obj).__name__} is not JSON-serialisable (at {path or 'top level'})")
-
-
-def _short(path: str) -> str:
-    """A location for a message: long paths (deep nesting) cut to their first and last 40 characters."""
-    path = path or "top level"
-    return path if len(path) <= 100 else f"{path[:40]}...{path[-40:]}"
-
-
-def _canonical(config: dict) -> tuple[dict, str]:
-    if not isinstance(config, dict):
-        raise InputError(f"config: must be a dict (got {type(config).__name__})")
-    if "key" in config:
-        raise InputError("config: the field name 'key' is reserved for the store's key")
-    plain = _plain(config, "config", "", allow_nan=False)
-    # json writes floats with float.__repr__, the shortest string that round-trips: equal strings <=> equal floats
-    # (1.0 and 1 stay distinct, as do 0.0 and -0.0); infinities are written as Infinity.
-    return plain, json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
-
-
-def config_key(config: dict) -> str:
-    """sha256 (hex) of the canonical JSON of config: sorted keys, no spaces, floats written exactly (repr).
-
-    Tuples hash as lists; int and float stay distinct (1 != 1.0); NaN, non-string keys, arrays and tensors are
-    refused with ValueError.
-    """
-    return hashlib.sha256(_canonical(config)[1].encode("utf-8")).hexdigest()
-
-
-def _row_json(row: dict) -> str:
-    if not isinstance(row, dict):
-        raise InputError(f"row: must be a dict (got {type(row).__name__})")
-    if "key" in row:
-        raise InputError("row: the field name 'key' is reserved for the store's key")
-    return json.dumps(_plain(row, "row", "", allow_nan=True), allow_nan=True)
-
-
 # ---------------------------------------------------------------- the store
-
-
-def check_store_path(path, *, name: str = "path", writable: bool = True, must_exist: bool = False) -> Path:
-    """`path` as a Path, if it can be a results store: str or os.PathLike, non-empty, not a directory; an existing
-    file must be readable and start as an SQLite file; a store that is written needs write access to its file and
-    folder (the -wal journal is created beside it), a new one a writable folder to be created in. Reads a file's first
-    16 bytes at most; creates nothing. Raises StoreError naming `name` (the argument: "path", "--db", ...)."""
-    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
-        raise StoreError(f"{name}: must be a file path (str or os.PathLike), got {type(path).__name__}")
-    text = os.fspath(path)
-    if not isinstance(text, str):
-        raise StoreError(f"{name}: must be a file path (str or os.PathLike), got a {type(text).__name__} path")
-    if not text.strip():
-        raise StoreError(f"{name}: must be a non-empty file path (got {text!r})")
-    if "\x00" in text:
-        raise StoreError(f"{name}: must not contain a NUL character (got {text!r})")
-    p = Path(text)
-    try:
-        exists = p.exists()
-        if exists:
-            if p.is_dir():
-                raise StoreError(f"{name}: {p} is a directory, not a results store file (e.g. {p / 'results.sqlite'})")
-            if not p.is_file():
-                raise StoreError(f"{name}: {p} is not a regular file")
-            if not os.access(p, os.R_OK):
-                raise StoreError(f"{name}: {p} is not readable (permission denied): chmod u+r {p}")
-            with open(p, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
-    except OSError as exc:
-        raise StoreError(f"{name}: cannot access {p} ({exc.strerror or exc})") from None
-    if exists:
-        if head and head != _SQLITE_MAGIC[: len(head)] or 0 < len(head) < len(_SQLITE_MAGIC):
-            raise StoreError(f"{name}: {p} is not an SQLite database (it does not start with 'SQLite format 3'): "
-                             "give a results store written by sdm-verify, or a new file name")
-        if writable:
-            folder = p.parent
-            if not os.access(p, os.W_OK) or not os.access(folder, os.W_OK | os.X_OK):
-                what = "the file" if not os.access(p, os.W_OK) else f"its folder {folder}"
-                raise StoreError(f"{name}: {p} is read-only ({what} is not writable) and this command writes to it "
-                                 "(rows and its -wal journal beside it): make both writable, or give another file")
-        return p
-    if must_exist:
-        raise StoreError(f"{name}: no such file {p}")
-    if writable:
-        folder = p.parent
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
-            raise StoreError(f"{name}: {p} cannot be created: {folder} is a file, not a folder")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise StoreError(f"{name}: {p} cannot be created: the folder {folder} is not writable")
-    return p
-
 
 class ResultStore:
     """Results keyed by config, cached arrays and metadata in one SQLite file; usable as a context manager.
@@ -352,9 +206,9 @@ class ResultStore:
 
     def put(self, config: dict, row: dict) -> str:
         """Store row for config (replacing any previous row) in one committed transaction; returns the key."""
-        plain, canon = _canonical(config)
+        _, canon = canonical(config)
         key = hashlib.sha256(canon.encode("utf-8")).hexdigest()
-        row_json = _row_json(row)
+        row_text = row_json(row)
 
         def write():
             with self._write() as con:
@@ -362,7 +216,7 @@ class ResultStore:
                     "INSERT INTO results (key, config, row, created) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET config = excluded.config, row = excluded.row, "
                     "created = excluded.created",
-                    (key, canon, row_json, time.time()),
+                    (key, canon, row_text, time.time()),
                 )
 
         self._retry(write)
@@ -445,7 +299,7 @@ class ResultStore:
             raise InputError(f"k: must be a non-empty string (got {k!r})")
         if k == "schema_version":
             raise InputError("k: 'schema_version' is managed by the store")
-        v_json = json.dumps(_plain(v, "v", "", allow_nan=True))
+        v_json = json.dumps(plain(v, "v", "", allow_nan=True))
 
         def write():
             with self._write() as con:
