@@ -76,6 +76,30 @@ def _failure_text(result, item) -> str:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Bad option values are pytest usage errors (one line, exit status 4), before any collection or check."""
+    if not config.getoption("sdm_verify", None):
+        return
+    import math
+
+    raw = config.getoption("sdm_verify_config")
+    if raw:
+        try:
+            cfg = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise pytest.UsageError(f"--sdm-verify-config: not valid JSON ({type(exc).__name__}: {exc})") from None
+        if not isinstance(cfg, dict):
+            raise pytest.UsageError(f"--sdm-verify-config: expected a JSON object, got {type(cfg).__name__}")
+    for option, dest in (("--sdm-verify-claimed-order", "sdm_verify_claimed_order"),
+                         ("--sdm-verify-claimed-nfe-per-step", "sdm_verify_nfe")):
+        value = config.getoption(dest)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise pytest.UsageError(f"{option}: must be a finite number > 0 (got {value})")
+    targets = config.getoption("sdm_verify_targets")
+    if targets is not None and not [t for t in targets.split(",") if t.strip()]:
+        raise pytest.UsageError(f"--sdm-verify-targets: expected comma-separated target names (got {targets!r})")
+
+
 def pytest_collection_modifyitems(session, config, items):
     """Append the conformance items (before -k / -m deselection, which then applies to them too)."""
     if not config.getoption("sdm_verify"):

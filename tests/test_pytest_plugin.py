@@ -115,3 +115,17 @@ def test_plugin_module_imports_only_pytest():
             "print(sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'sdm_verify', 'numpy', 'analytic')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--sdm-verify-config", "{not json"], "--sdm-verify-config"),
+    (["--sdm-verify-config", "[1, 2]"], "--sdm-verify-config"),
+    (["--sdm-verify-claimed-order", "nan"], "--sdm-verify-claimed-order"),
+    (["--sdm-verify-claimed-order", "-2"], "--sdm-verify-claimed-order"),
+    (["--sdm-verify-claimed-nfe-per-step", "0"], "--sdm-verify-claimed-nfe-per-step"),
+    (["--sdm-verify-targets", " , "], "--sdm-verify-targets"),
+])
+def test_bad_option_is_a_usage_error_before_any_check(project, args, named):
+    result = project.runpytest("--sdm-verify", "plugin_solvers:euler", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert named in result.stderr.str() and "sdm-verify::" not in result.stdout.str()

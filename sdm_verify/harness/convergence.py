@@ -7,9 +7,16 @@ start points for every N), fitted by `orders.fit_order` on the asymptotic window
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
-from .. import solvers
+from analytic import GaussianMixture
+from analytic import processes as oracle_processes
+
+from .. import schedules, solvers
+from ..errors import InputError
+from ..grid import describe
+from . import targets
 from .meters import meter_for
 from .orders import OrderFit, fit_order
 from .run import measure_run
@@ -96,7 +103,8 @@ def measure_order(solver, target, process: str = "ve", schedule: str = "edm", ns
     target: an embedded target name (sdm_verify.harness.targets) or an analytic.GaussianMixture.
     claimed: defaults to the solver's declared `order`. Extra keywords go to `orders.fit_order`.
     """
-    ns = [int(n) for n in ns]
+    ns = check_arguments(solver, target, process, schedule, ns, sigma_min, sigma_max, store, solver_params,
+                         schedule_params, claimed, progress, fit_kw)
     if isinstance(solver, str) and isinstance(target, str):
         cells = [Cell(target, solver, schedule, n, process, sigma_min, sigma_max, False,
                       dict(solver_params or {}), dict(schedule_params or {})) for n in ns]
@@ -121,3 +129,62 @@ def measure_order(solver, target, process: str = "ve", schedule: str = "edm", ns
     tname = target if isinstance(target, str) else repr(target)
     return OrderMeasurement(name, claimed, tname, rows[0].get("process", process), schedule, ns,
                             [int(r["nfe"]) for r in rows], errors, rows[0]["metric"], floor, fit)
+
+
+FIT_KEYWORDS = ("floor", "floor_factor", "slope_tol", "min_slopes")
+
+
+def _number(value, name: str, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name}: must be a finite number, got {describe(value)}")
+    if positive and value <= 0:
+        raise InputError(f"{name}: must be > 0, got {value!r}")
+    return float(value)
+
+
+def check_arguments(solver, target, process, schedule, ns, sigma_min, sigma_max, store, solver_params,
+                    schedule_params, claimed, progress, fit_kw) -> list[int]:
+    """measure_order's arguments, each refused on one line naming it before any solver run; returns ns as ints."""
+    if isinstance(solver, str):
+        if solver not in solvers.available():
+            raise InputError(f"solver: unknown solver {solver!r}; available: {', '.join(solvers.available())}")
+    elif not callable(solver):
+        raise InputError(f"solver: expected a registered name or a callable solver(denoiser, x, sigmas), got "
+                         f"{describe(solver)}")
+    if isinstance(target, str):
+        if target not in targets.available():
+            raise InputError(f"target: unknown target {target!r}; available: {', '.join(targets.available())}")
+    elif not isinstance(target, GaussianMixture):
+        raise InputError(f"target: expected a target name or an analytic.GaussianMixture, got {describe(target)}")
+    if not isinstance(process, str) or process not in oracle_processes.available():
+        raise InputError(f"process: unknown process {process!r}; available: {', '.join(oracle_processes.available())}")
+    if not isinstance(schedule, str) or schedule not in schedules.available():
+        raise InputError(f"schedule: unknown schedule {schedule!r}; available: {', '.join(schedules.available())}")
+    if isinstance(ns, (str, bytes)) or not hasattr(ns, "__iter__"):
+        raise InputError(f"ns: expected a sequence of step counts, got {describe(ns)}")
+    ns = list(ns)
+    for n in ns:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise InputError(f"ns: step counts must be integers >= 1, got {n!r}")
+    if len(ns) < 3:
+        raise InputError(f"ns: need at least 3 step counts to fit an order, got {len(ns)}")
+    if any(b <= a for a, b in zip(ns, ns[1:], strict=False)):
+        raise InputError(f"ns: must be strictly increasing, got {ns}")
+    lo, hi = _number(sigma_min, "sigma_min"), _number(sigma_max, "sigma_max")
+    if lo >= hi:
+        raise InputError(f"sigma_min: must be below sigma_max (got {lo!r} >= {hi!r})")
+    if store is not None and not isinstance(store, ResultStore):
+        raise InputError(f"store: expected a ResultStore or None, got {describe(store)}")
+    for name, params in (("solver_params", solver_params), ("schedule_params", schedule_params)):
+        if params is not None and not isinstance(params, dict):
+            raise InputError(f"{name}: expected a dict of keyword arguments or None, got {describe(params)}")
+    if solver_params and not isinstance(solver, str):
+        raise InputError("solver_params: only for a registered solver name (build a callable solver yourself)")
+    if claimed is not None:
+        _number(claimed, "claimed")
+    if not isinstance(progress, bool):
+        raise InputError(f"progress: expected True or False, got {describe(progress)}")
+    unknown = sorted(set(fit_kw) - set(FIT_KEYWORDS))
+    if unknown:
+        raise InputError(f"{unknown[0]}: not an argument of measure_order (fit keywords: {', '.join(FIT_KEYWORDS)})")
+    return [int(n) for n in ns]
