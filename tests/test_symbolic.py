@@ -7,12 +7,14 @@ quadrature, independently of the sympy expansion.
 
 from __future__ import annotations
 
+import json
 import math
 
 import mpmath
 import pytest
 import sympy
 
+from analytic import symbolic
 from analytic.symbolic import (
     SYMPY_OPS,
     LocalError,
@@ -311,3 +313,169 @@ def test_numerical_order_and_constant(case):
         subs[sympy.Symbol(f"e{k}")] = value
     predicted = float(err.leading.subs(subs)) * (sign * 1e-3) ** p
     assert small == pytest.approx(predicted, rel=1e-2)  # relative O(h) correction, ~1e-3 at h = 1e-3
+
+
+# --- the expansion cache (analytic.symbolic.cached) ---------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh, empty cache folder (never the user's), and an empty in-process layer before and after."""
+    monkeypatch.setenv(symbolic.CACHE_ENV, str(tmp_path / "root"))
+    symbolic.clear_memo()
+    yield tmp_path / "root" / "symbolic"
+    symbolic.clear_memo()
+
+
+def entries(folder):
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def test_cache_hit_is_the_fresh_expansion(cache):
+    calls = []
+
+    def rule(step, ratios, ops):
+        calls.append(1)
+        return dpmpp_2m_rule(step, ratios, ops)
+
+    fresh = rule_error(rule, "data-lambda")  # no fingerprint: not cached
+    assert entries(cache) == []
+    fp = symbolic.code_fingerprint(rule)
+    cold = rule_error(rule, "data-lambda", fingerprint=fp)
+    assert len(entries(cache)) == 1 and len(calls) == 2
+    memo = rule_error(rule, "data-lambda", fingerprint=fp)
+    symbolic.clear_memo()
+    disk = rule_error(rule, "data-lambda", fingerprint=fp)
+    assert len(calls) == 2, "a hit must not evaluate the rule again"
+    for err in (cold, memo, disk):
+        assert err == fresh  # orders, leading term, series and coefficients, exactly
+        assert_error(err, 3, -(d1 + (3 * r0 + 2) * d2) / 12)
+    # the displayed (factored) form, as the report shows it
+    assert str(disk.leading_factored()) == "-d1/12 - d2*(3*r0 + 2)/12"
+    # the expansion parameters are part of the key
+    other = rule_error(rule, "data-lambda", max_power=5, fingerprint=fp)
+    assert len(calls) == 3 and other.local_order == 3 and len(entries(cache)) == 2
+
+
+def test_cache_invalidated_when_the_rule_changes(cache):
+    def rule(step, ratios, ops):  # DPM-Solver++(2M): second order
+        a = -ops.expm1(-step)
+        return [a * (1 + 1 / (2 * ratios[0])), -a / (2 * ratios[0])], [0, -ratios[0]]
+
+    first_fp = symbolic.code_fingerprint(rule)
+    first = rule_error(rule, "data-lambda", fingerprint=first_fp)
+    assert first.global_order == 2
+
+    def rule(step, ratios, ops):  # noqa: F811 - redefined: 1/2 -> 1/3, first order
+        a = -ops.expm1(-step)
+        return [a * (1 + 1 / (3 * ratios[0])), -a / (3 * ratios[0])], [0, -ratios[0]]
+
+    second_fp = symbolic.code_fingerprint(rule)
+    assert second_fp != first_fp
+    for drop_memo in (False, True):
+        if drop_memo:
+            symbolic.clear_memo()
+        second = rule_error(rule, "data-lambda", fingerprint=second_fp)
+        assert second == rule_error(rule, "data-lambda")  # the fresh expansion of the new source, not a stale hit
+        assert_error(second, 2, -d1 / 6)
+    assert len(entries(cache)) == 2
+
+    # a constant or a helper the rule reads by name is part of its code
+    def helper(r):
+        return 2 * r
+
+    def via_helper(step, ratios, ops):
+        a = -ops.expm1(-step)
+        return [a * (1 + 1 / helper(ratios[0])), -a / helper(ratios[0])], [0, -ratios[0]]
+
+    before = symbolic.code_fingerprint(via_helper)
+    assert rule_error(via_helper, "data-lambda", fingerprint=before).global_order == 2
+
+    def helper(r):  # noqa: F811
+        return 3 * r
+
+    after = symbolic.code_fingerprint(via_helper)
+    assert after != before
+    assert_error(rule_error(via_helper, "data-lambda", fingerprint=after), 2, -d1 / 6)
+
+
+def test_cache_ignores_damaged_entries(cache):
+    fp = symbolic.code_fingerprint(dpmpp_2m_rule)
+    fresh = rule_error(dpmpp_2m_rule, "data-lambda")
+    rule_error(dpmpp_2m_rule, "data-lambda", fingerprint=fp)
+    (path,) = entries(cache)
+    good = json.loads(path.read_text())
+    damaged = [b"\x00\xff not json", b"", b"[1, 2]", json.dumps({"key": good["key"], "value": {"x": 1}}).encode(),
+               json.dumps({"key": "another", "value": good["value"]}).encode(),
+               json.dumps({"key": good["key"], "value": {**good["value"], "leading": ["F", "eval", [["Z", "1"]]]}})
+               .encode()]
+    for content in damaged:
+        path.write_bytes(content)
+        symbolic.clear_memo()
+        assert rule_error(dpmpp_2m_rule, "data-lambda", fingerprint=fp) == fresh
+        assert json.loads(path.read_text()) == good  # computed again and written back
+    # a folder where the entry should be: unreadable, ignored
+    path.unlink()
+    path.mkdir()
+    symbolic.clear_memo()
+    assert rule_error(dpmpp_2m_rule, "data-lambda", fingerprint=fp) == fresh
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "off"])
+def test_cache_location_that_cannot_be_written(tmp_path, monkeypatch, where):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(symbolic.CACHE_ENV, str(blocker / "root") if where == "under-a-file" else "off")
+    symbolic.clear_memo()
+    try:
+        assert (symbolic.cache_dir() is None) == (where == "off")
+        fresh = rule_error(dpmpp_2m_rule, "data-lambda")
+        fp = symbolic.code_fingerprint(dpmpp_2m_rule)
+        assert rule_error(dpmpp_2m_rule, "data-lambda", fingerprint=fp) == fresh
+        assert rule_error(dpmpp_2m_rule, "data-lambda", fingerprint=fp) == fresh  # in-process layer still works
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    finally:
+        symbolic.clear_memo()
+
+
+def test_cache_writes_whole_files(cache):
+    values = [symbolic.cached(f"test-{j}", lambda j=j: {"j": j, "list": list(range(j))}) for j in range(5)]
+    assert values == [{"j": j, "list": list(range(j))} for j in range(5)]
+    symbolic.clear_memo()
+    assert [symbolic.cached(f"test-{j}", lambda: pytest.fail("not a hit")) for j in range(5)] == values
+    assert len(entries(cache)) == 5 and not [p for p in cache.iterdir() if p.suffix != ".json"]  # no temp files
+    with pytest.raises(ValueError, match="^fingerprint:"):
+        symbolic.cached("", dict)
+
+
+def test_expression_encoding_round_trips_and_refuses_code():
+    exprs = [d1 / 12 - d2 * (3 * r0 + 2) / 12, sympy.sqrt(2) * e2 + sympy.pi * h**-2, sympy.exp(-h / 3) * r1,
+             sympy.Rational(-7, 10**30), sympy.log(1 + r0) * sympy.I]
+    for e in exprs:
+        tree = symbolic.encode_expr(e)
+        assert symbolic.decode_expr(json.loads(json.dumps(tree))) == e
+    for bad in (["F", "eval", [["Z", "1"]]], ["F", "__import__", []], ["S", "x", {"positive": "yes"}], ["Z", 1],
+                "Symbol('x')", []):
+        with pytest.raises(ValueError, match="^expr:"):
+            symbolic.decode_expr(bad)
+    with pytest.raises(TypeError):
+        symbolic.encode_expr(sympy.Float(0.1) * h)  # not stored: the value is returned uncached
+
+
+def test_solver_symbolic_order_is_cached_by_its_code(cache):
+    from sdm_verify import solvers
+    from sdm_verify.harness import fingerprint
+    from sdm_verify.harness import symbolic_order as so
+
+    solver = solvers.get("dpmpp_2m")
+    key = so.rule_fingerprint(solver)
+    assert fingerprint.solver_part(type(solver)).digest in key and repr(solver.params()) in key
+    assert so.rule_fingerprint(solvers.get("deis_tab3")) != so.rule_fingerprint(solvers.get("deis_tab2"))
+    fresh = so._expand(solver)
+    so._CACHE.pop(key, None)
+    assert so.symbolic_order(solver) == fresh
+    assert len(entries(cache)) == 1
+    so._CACHE.pop(key, None)
+    symbolic.clear_memo()
+    assert so.symbolic_order(solver) == fresh  # from disk
+    assert fresh.general == fresh.uniform == 2 and fresh.leading_general == "-d1/12 - d2*(3*r0 + 2)/12"

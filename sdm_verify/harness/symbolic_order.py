@@ -13,11 +13,14 @@ order 2 and may overstate higher orders (the stage coupling conditions are not c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
 
 from analytic import symbolic
 
+from ..errors import InputError
 from ..solvers.interface import SolverInterface, has_coefficients
+from . import fingerprint
 
 
 @dataclass
@@ -32,8 +35,18 @@ class SymbolicOrder:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_dict(cls, doc) -> SymbolicOrder:
+        """The inverse of to_dict; ValueError for anything else (a stale or damaged cache entry)."""
+        types = {"general": int, "uniform": int}
+        if not isinstance(doc, dict) or set(doc) != {f.name for f in fields(cls)} \
+                or any(type(v) is not types.get(k, str) for k, v in doc.items()):
+            raise ValueError("not a SymbolicOrder")
+        return cls(**doc)
 
-_CACHE: dict[tuple, SymbolicOrder] = {}
+
+#: in-process results by fingerprint (the disk layer is analytic.symbolic.cached)
+_CACHE: dict[str, SymbolicOrder] = {}
 
 
 def has_rule(solver) -> bool:
@@ -43,18 +56,36 @@ def has_rule(solver) -> bool:
 
 
 def symbolic_order(solver) -> SymbolicOrder | None:
-    """The symbolic global orders of `solver`, or None when it exposes no coefficient functions. Cached per class
-    and parameters for the registered families, whose coefficients they determine (the UniPC expansions take
-    seconds); an adapter's rules (e.g. carried over from an outside object) are expanded each time."""
+    """The symbolic global orders of `solver`, or None when it exposes no coefficient functions. For the
+    registered families, whose class and parameters determine the coefficients, cached in process and on disk
+    (analytic.symbolic.cached) under `rule_fingerprint` (the UniPC expansions take seconds); an adapter's rules
+    (e.g. carried over from an outside object) are expanded each time."""
     if not has_rule(solver):
         return None
+    key = rule_fingerprint(solver)
+    if key is None:
+        return _expand(solver)
+    if key not in _CACHE:
+        _CACHE[key] = symbolic.cached(key, lambda: _expand(solver), encode=SymbolicOrder.to_dict,
+                                      decode=SymbolicOrder.from_dict)
+    return _CACHE[key]
+
+
+def rule_fingerprint(solver) -> str | None:
+    """What the symbolic order of a registered family's solver depends on: its class, its parameters, the code of
+    the class (harness.fingerprint.solver_part: its modules and their imports in sdm_verify.solvers, where the
+    coefficient functions live) and of this module (the expansions it asks for). None outside the registered
+    families, or where that code cannot be read (then nothing is cached)."""
     cls = type(solver)
     if not cls.__module__.startswith("sdm_verify.solvers."):
-        return _expand(solver)
-    key = (cls.__module__, cls.__qualname__, repr(solver.params()))
-    if key not in _CACHE:
-        _CACHE[key] = _expand(solver)
-    return _CACHE[key]
+        return None
+    try:
+        code = fingerprint.solver_part(cls).digest
+        own = fingerprint.file_digest(__file__)
+    except (InputError, OSError):
+        return None
+    return json.dumps(["sdm_verify.symbolic_order", cls.__module__, cls.__qualname__, repr(solver.params()), code,
+                       own])
 
 
 def _expand(solver: SolverInterface) -> SymbolicOrder:
@@ -68,5 +99,6 @@ def _expand(solver: SolverInterface) -> SymbolicOrder:
     general = symbolic.rule_error(rule, form)
     weights, nodes = rule(symbolic.h, [1, 1, 1], symbolic.SYMPY_OPS)  # the effective rule on equal steps
     uniform = symbolic.local_error(weights, nodes, form=form)
-    return SymbolicOrder(form, general.global_order, uniform.global_order, str(general.leading),
-                         str(uniform.leading), scope)
+    # the leading terms are shown (report, validate): factored for the reader, the only sympy.factor calls
+    return SymbolicOrder(form, general.global_order, uniform.global_order, str(general.leading_factored()),
+                         str(uniform.leading_factored()), scope)
