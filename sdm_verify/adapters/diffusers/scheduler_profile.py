@@ -77,6 +77,10 @@ class SchedulerProfile:
         """The sigma a network trained on the scheduler's table gives timestep t (grid="native")."""
         return sigma_of_timestep(vp_table(sched), t)
 
+    def prepare(self, sched) -> None:
+        """Called on the scheduler before its step loop (its sigmas set): speed-ups that leave step's arithmetic
+        bitwise unchanged. None by default."""
+
     def sigma_range(self, sched, cfg):
         """(lowest, highest) sigma of the training table on the native grid (None: unbounded)."""
         table = vp_table(sched)

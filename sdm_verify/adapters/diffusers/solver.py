@@ -276,6 +276,7 @@ class DiffusersSolver(Solver):
                              "to start from")
         sample = self._wrap(x * scale0)
         scale_input = getattr(sched, "scale_model_input", None)  # FlowMatchEulerDiscrete has none
+        self.profile.prepare(sched)
         with quiet():
             for i, t in enumerate(sched.timesteps):
                 inp = scale_input(sample, t) if scale_input is not None else sample
