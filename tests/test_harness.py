@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from analytic import Gaussian, gaussian_flow_map, reference_flow
-from sdm_verify import solvers
+from sdm_verify import schedules, solvers
 from sdm_verify.harness import targets
 from sdm_verify.harness.convergence import measure_order
 from sdm_verify.harness.meters import GaussianMeter, Quantile1DMeter, SyncMeter
@@ -197,3 +197,31 @@ def test_killed_sweep_resumes_without_loss(tmp_path):
         assert len(st) == len(cells) and all(math.isfinite(r["error"]) for r in rows)
     logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(logged) >= len(stored)  # the killed run computed every row it stored (and at most one more)
+
+
+def test_decision_run_measures_like_the_replayed_probes():
+    """A solver that decides on the data, on a Gaussian: the meter reads the frozen map off its decision run (one run)
+    and gets the probes' W2 up to round-off, with the same counted NFE; and the affine fit is exact on an affine map."""
+    from sdm_verify.harness.run import replayed
+
+    g = targets.get("gauss-4d")
+    meter = GaussianMeter(g, 80.0, 0.002)
+    M0, c0 = torch.randn(4, 4, dtype=F64, generator=torch.Generator().manual_seed(1)), torch.arange(4.0, dtype=F64)
+    x = g.sample(64, sigma=80.0, generator=torch.Generator().manual_seed(2))
+    M, c = meter.affine_of(x, x @ M0.T + c0)
+    torch.testing.assert_close(M, M0, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(c, c0, rtol=1e-12, atol=1e-12)
+    sigmas = schedules.get("edm")(64, 0.002, 80.0)
+    row = measure_run(solvers.get("sdm"), "gauss-4d", sigmas, 0.002)
+    probes = meter.measure(lambda p: replayed(solvers.get("sdm"), g, sigmas)(g.denoiser, p, sigmas))
+    assert row["runs"] == 1 and row["nfe"] > 64 and row["status"] == "ok"
+    assert row["error"] == pytest.approx(probes, rel=1e-7)
+
+
+def test_longest_cells_first():
+    from sdm_verify.harness.sweep import cost_estimate, lpt_order
+
+    cfgs = [Cell("gauss-4d", "euler", "edm", 32).config(), Cell("gmm-1d", "heun", "edm", 256).config(),
+            Cell("gmm-8d", "rk4", "edm", 64).config()]
+    assert [c["target"] for c in lpt_order(cfgs)] == ["gmm-1d", "gmm-8d", "gauss-4d"]
+    assert cost_estimate({**cfgs[0], "solver": "no-such-solver"}) == 0.0

@@ -1,14 +1,13 @@
 """`pytest -m theory`: every registered solver reaches its claimed order on exact targets, or the deviation is a
 recorded finding (strict xfail: if the finding stops being true, the test fails and the record must be updated).
 
-The rules (tolerance, grids, Gaussian vs mixture targets) are in sdm_verify/theory.py. All cells of the selected
-cases are computed once per session, in 2 worker processes, into a results store (SDM_VERIFY_STORE=path keeps it
-between runs; by default a temporary file).
+The rules (tolerance, grids, Gaussian vs mixture targets) are in sdm_verify/harness/cases.py. All cells of the
+selected cases are computed once per session, in 2 worker processes, into a results store (SDM_VERIFY_STORE=path
+keeps it between runs; by default a temporary file): the session fixture `theory_results` (tests/conftest.py) starts
+that sweep in the background as soon as the tests are collected.
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
@@ -18,9 +17,8 @@ from hypothesis import strategies as st
 
 from analytic import GaussianMixture
 from sdm_verify import solvers
-from sdm_verify.harness.cases import Case, default_cases, measure_cases
+from sdm_verify.harness.cases import Case, default_cases
 from sdm_verify.harness.convergence import measure_order
-from sdm_verify.harness.store import ResultStore
 from sdm_verify.harness.symbolic_order import has_rule, symbolic_order
 from sdm_verify.harness.verdicts import SYMBOLIC_DEVIATIONS, TOL, known_deviation, verdict
 
@@ -32,16 +30,6 @@ def _param(case: Case):
     reason = known_deviation(case)
     marks = [pytest.mark.xfail(reason=f"finding: {reason}", strict=True)] if reason else []
     return pytest.param(case, id=case.id, marks=marks)
-
-
-@pytest.fixture(scope="session")
-def theory_results(request, tmp_path_factory):
-    """Measure the cases of the selected tests only (so `-k heun` computes only Heun's cells)."""
-    selected = [it.callspec.params["case"] for it in request.session.items
-                if hasattr(it, "callspec") and isinstance(it.callspec.params.get("case"), Case)]
-    path = os.environ.get("SDM_VERIFY_STORE") or str(tmp_path_factory.mktemp("theory") / "results.sqlite")
-    with ResultStore(path) as store:
-        return measure_cases(selected, store, jobs=min(2, os.cpu_count() or 1), progress=False)
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])

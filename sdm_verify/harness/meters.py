@@ -7,6 +7,7 @@ so the measured error is the discretisation error alone, with no prior mismatch)
                    output law is N(M m + c, M C M^T). M and c are read off one batched run over d + 1 probes
                    (m, m + s e_1, ..., m + s e_d); W2 is the Procrustes-Bures distance with factors (M C^{1/2},
                    C_to^{1/2}): exact, no sampling error.
+                   (A solver that decides on the data: M and c fitted on its decision batch, affine_of; harness.run.)
     Quantile1DMeter  1-D mixture: exact W2 through quantiles (analytic.w2_1d, adaptive Gauss-Legendre; the solver
                    is run once per refinement round).
     SyncMeter      any other mixture: the synchronous error (E||run(x) - Phi(x)||^2)^{1/2} over a fixed sample
@@ -72,9 +73,20 @@ class GaussianMeter(Meter):
         M = ((out[1:] - out[0]) / self.scale).T
         return M, out[0] - M @ self.mean
 
-    def measure(self, run: Run) -> float:
-        M, c = self.affine(run)
+    def affine_of(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, c) of an affine map from its values y = M x + c on points x, (B, d) with B > d in general position
+        (e.g. a batch of draws of p_from): least squares on the centred points, exact up to round-off."""
+        x, y = x.to(F64), y.to(F64)
+        xm, ym = x.mean(0), y.mean(0)
+        M = torch.linalg.lstsq(x - xm, y - ym).solution.T
+        return M, ym - M @ xm
+
+    def bures(self, M: torch.Tensor, c: torch.Tensor) -> float:
+        """W2 of N(M m + c, M C_from M^T) against p_to (Procrustes-Bures, exact)."""
         return bures_w2(M @ self.mean + c, None, self.mean, None, factors=(M @ self._root_from, self._root_to))
+
+    def measure(self, run: Run) -> float:
+        return self.bures(*self.affine(run))
 
 
 class Quantile1DMeter(Meter):

@@ -7,6 +7,7 @@ from the solver: nfe = (calls counted over the meter's runs) // (number of runs)
 decisions depend on the batch (SDM's kappa latch, `sdm_verify.solvers.sdm`) is frozen first (`replayed`): its
 per-step decisions are recorded on a realistic batch and replayed, so that the meter's probe points (e.g. the
 Gaussian meter's d + 1 probes) do not make the decisions themselves and the measured sampler is one fixed map.
+On a Gaussian the decision run itself is measured (its map read off the batch: one run instead of two).
 The theory harness, the SDM study (`studies.sdm.bounds`) and the real-model harness (`real.harness`) freeze
 decisions through `freeze_decisions`, and read a solver's `data_dependent` declaration through `decides_on_data`.
 """
@@ -21,7 +22,7 @@ import torch
 from ..errors import SolverDivergedError
 from ..solvers.sdm import replay_lambdas, run_with_trace
 from . import targets
-from .meters import cached_meter, meter_for
+from .meters import GaussianMeter, cached_meter, meter_for
 from .nfe import count_nfe
 
 #: the batch a data-dependent solver decides on in the theory harness: exact draws of p_{sigmas[0]}
@@ -72,8 +73,10 @@ def measure_run(solver, target, sigmas: torch.Tensor, sigma_to: float, meter=Non
         target = targets.get(target)
     else:
         meter = meter or meter_for(target, float(sigmas[0]), float(sigma_to))
-    solver = replayed(solver, target, sigmas)
     counted = count_nfe(target.denoiser)
+    if decides_on_data(solver) and isinstance(meter, GaussianMeter) and 2 * (target.d + 1) <= DECISION_BATCH:
+        return _measure_decision_run(solver, target, sigmas, meter, counted)
+    solver = replayed(solver, target, sigmas)
     calls = [0]
 
     def run(x):
@@ -88,4 +91,19 @@ def measure_run(solver, target, sigmas: torch.Tensor, sigma_to: float, meter=Non
     wall = time.perf_counter() - t0
     nfe = counted.nfe // max(calls[0], 1)
     return dict(error=error, status=status, detail=detail, nfe=nfe, runs=calls[0], wall=wall,
+                metric=meter.metric, floor=meter.floor)
+
+
+def _measure_decision_run(solver, target, sigmas: torch.Tensor, meter: GaussianMeter, counted) -> dict:
+    """measure_run of a solver that decides on the data, on a Gaussian: its decision run is the measured run. The
+    decisions made on the batch (exact draws of p_{sigmas[0]}, decision_batch) and replayed on any points give the
+    run's own output on that batch exactly (tests/test_sdm_solver.py), and the frozen sampler is affine on a
+    Gaussian, so the meter reads its map (M, c) off the batch (GaussianMeter.affine_of: least squares over 128
+    points, equal to the d + 1 probes' differences up to round-off) instead of replaying it on the probes: one run
+    instead of two. A divergence in the decision run raises, as in `replayed`."""
+    t0 = time.perf_counter()
+    x = decision_batch(target, float(sigmas[0]))
+    y, _ = run_with_trace(solver, counted, x, sigmas)
+    error = meter.bures(*meter.affine_of(x, y))
+    return dict(error=error, status="ok", detail="", nfe=counted.nfe, runs=1, wall=time.perf_counter() - t0,
                 metric=meter.metric, floor=meter.floor)
