@@ -1,13 +1,13 @@
 """The cache of symbolic expansions (analytic.symbolic): in process and on disk, keyed by a caller's fingerprint.
 
 An expansion of a high-order rule takes seconds of sympy; the same rule is expanded by the CLI, the report, the
-conformance check and several tests. `cached` keeps results in process (a dict) and on disk, one JSON file per
-entry under cache_dir(), named by a hash of the caller's fingerprint, the sympy version and the source of
-analytic/symbolic.py and of this module (a change to the expansion code is a new entry). Entries are written to a temporary file and renamed into place
-(os.replace), so concurrent writers never leave a partial file; a damaged, unreadable or foreign entry is
-ignored and computed again; a location that cannot be written disables writing for the process. Values are plain
-JSON; sympy expressions are stored as trees of an allow-listed set of classes (`encode_expr`), never evaluated
-as code.
+conformance check and several tests. `cached` keeps results in process (a dict) and on disk, one JSON file per entry
+under cache_dir(), named by a hash of the caller's fingerprint, the sympy version and the source of
+analytic/symbolic.py and of this module (a change to the expansion code is a new entry). Entries are written to a
+temporary file and renamed into place (os.replace), so concurrent writers never leave a partial file; a damaged,
+unreadable or foreign entry is ignored and computed again; a location that cannot be written disables writing for
+the process. Values are plain JSON; sympy expressions are stored as trees of an allow-listed set of classes
+(`encode_expr`), never evaluated as code.
 """
 
 from __future__ import annotations
