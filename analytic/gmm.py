@@ -42,6 +42,7 @@ from ._checks import (
     check_weights,
 )
 from .gmm_1d import OneDimensionalLaws
+from .gmm_scaled import ScaledForms
 
 __all__ = ["GaussianMixture", "Gaussian"]
 
@@ -56,7 +57,7 @@ _MAX_DRAWS = 2**31
 _BLOCK = 1 << 16
 
 
-class GaussianMixture(OneDimensionalLaws):
+class GaussianMixture(OneDimensionalLaws, ScaledForms):
     """p0 = sum_k weights[k] N(means[k], covariances[k]) in R^d, with exact p_sigma quantities."""
 
     def __init__(self, weights, means, covariances):
@@ -204,36 +205,6 @@ class GaussianMixture(OneDimensionalLaws):
             out[r0 : r0 + rows] = torch.addmm(shrunk, w, self.means)
         return out
 
-    # ------------------------------------------------------------------ the scaled form (extreme arguments)
-    def _scaled(self, s, z):
-        """(sv, t, r, logits, n*, top) of the scaled form: t = hypot(sqrt(s_k), sigma), r = z/t, the component
-        log-densities up to the common -d log top - 1/2 n*^2 - d/2 log 2 pi (n* = min_k ||r_k||, top = max t)."""
-        if not torch.isfinite(z).all():
-            raise ValueError("x: x - mean overflows float64 (|x| must stay below ~1e307)")
-        sv = s.reshape(-1, 1, 1) if s.ndim else s
-        t = torch.hypot(torch.sqrt(self.eigvals)[None], sv)  # (B, K, d) or (1, K, d)
-        r = z / t
-        amax = r.abs().amax(-1)  # (B, K): an overflow-free norm
-        n = amax * torch.linalg.vector_norm(r / amax.clamp_min(torch.finfo(DTYPE).tiny)[..., None], dim=-1)
-        n = torch.where(torch.isfinite(amax), n, math.inf)
-        nstar = n.min(-1, keepdim=True).values
-        if not torch.isfinite(nstar).all():
-            raise ValueError("x: too far from every component (its whitened distance overflows float64)")
-        top = t.amax(dim=(-1, -2), keepdim=True)  # log t relative to it: no cancellation against log sigma
-        logits = self._log_w[None] - torch.log(t / top).sum(-1) - 0.5 * (n - nstar) * (n + nstar)
-        return sv, t, r, logits, nstar[:, 0], top.reshape(-1)
-
-    def _scaled_weights(self, logits):
-        return torch.ones_like(logits) if self.K == 1 else torch.softmax(logits, dim=-1)
-
-    def _scaled_means(self, t, r):
-        """Component posterior means m_k = mu_k + U_k (s_k/t_k * r_k), (B, K, d)."""
-        return self.means[None] + self._from_eig(self.eigvals[None] / t * r)
-
-    def _scaled_eps(self, sv, t, r):
-        """sigma c_k = -U_k (sigma/t_k * r_k), (B, K, d)."""
-        return -self._from_eig(sv / t * r)
-
     @staticmethod
     def _outer_mean(w, v):
         """sum_k w[b, k] v[b, k] v[b, k]^T, as products of sqrt(w) v (a zero weight never meets an overflow)."""
@@ -254,10 +225,6 @@ class GaussianMixture(OneDimensionalLaws):
             - 0.5 * (z**2 / g).sum(-1)
             - 0.5 * d * math.log(2 * math.pi)
         )
-
-    def _check_positive(self, g, what: str):
-        if (g <= 0).any():
-            raise ValueError(f"sigma: {what} needs sigma > 0 for this target (a covariance eigenvalue is 0)")
 
     # ------------------------------------------------------------------ closed forms
     def log_prob(self, x, sigma=0.0) -> torch.Tensor:
