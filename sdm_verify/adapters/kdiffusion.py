@@ -42,6 +42,7 @@ import torch
 
 from ..grid import check_grid, check_x, checked_denoiser
 from ..solvers.base import Solver
+from .kinds import wrong_kind
 
 INSTALL_HINT = "pip install --no-deps k-diffusion torchsde torchdiffeq trampoline (see README)"
 _PRIVATE_PACKAGE = "_sdm_verify_kdiffusion"
@@ -231,20 +232,9 @@ class KDiffusionSolver(Solver):
 
 
 def _check_kind(sampler: str, key: str, value, default) -> None:
-    """A keyword's value must be of its default's kind (a number for a numeric default, not NaN; a bool for a bool;
-    a string for a string), so that a wrong type is refused here and not met in the middle of a run."""
-    if default is inspect.Parameter.empty or default is None:
-        return
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "True or False"
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-        kind = "a number"
-    elif isinstance(default, str):
-        ok, kind = isinstance(value, str), "a string"
-    else:
-        return
-    if not ok:
+    """A keyword's value must be of its default's kind (adapters.kinds.wrong_kind)."""
+    kind = wrong_kind(value, default)
+    if kind is not None:
         raise ValueError(f"{key}: {sampler} needs {kind} (got {value!r})")
 
 

@@ -24,6 +24,7 @@ import torch
 from ...errors import SolverDivergedError
 from ...grid import check_grid, check_x, checked_denoiser
 from ...solvers.base import Solver, all_finite
+from ..kinds import wrong_kind
 from .conventions import flow_sigma, input_scale, model_output, sample_scale
 from .dependency import load_diffusers, quiet
 from .float64 import F64, guard, plain
@@ -46,22 +47,11 @@ def _check_config_values(cls, config: dict) -> None:
         default, note = p.default, str(p.annotation)
         if value is None and (default is None or "Optional" in note or "None" in note):
             continue
-        if default is None or default is p.empty:
-            continue
-        if isinstance(default, bool):
-            ok, kind = isinstance(value, bool), "True or False"
-        elif isinstance(default, (int, float)) and ("float" in note or isinstance(default, float)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-            kind = "a number"
-        elif isinstance(default, int):
-            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif isinstance(default, str):
-            ok, kind = isinstance(value, str), "a string"
-        else:
-            continue
-        if not ok:
+        kind = wrong_kind(value, default, integer=isinstance(default, int) and "float" not in note)
+        if kind is not None:
             raise ValueError(f"config: {cls.__name__} needs {kind} for {key} (got {value!r})")
-        if key in _LEAST and value < _LEAST[key]:
+        # the keys of _LEAST have integer defaults: value passed the kind check as an integer
+        if key in _LEAST and isinstance(default, int) and value < _LEAST[key]:
             raise ValueError(f"config: {cls.__name__} needs {key} >= {_LEAST[key]} (got {value!r})")
 
 
