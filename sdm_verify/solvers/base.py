@@ -36,6 +36,14 @@ class StepContext:
 
     sigmas: list[float]
     state: Any = None
+    #: a stochastic sampler's checked noise source, noise(i, sigma, sigma_next) -> standard normal like x; else None
+    noise: Any = None
+
+    def draw(self, i: int, sigma: float | None = None, sigma_next: float | None = None) -> torch.Tensor:
+        """The noise draw of step i (by default over the step's own interval sigmas[i] -> sigmas[i + 1])."""
+        s = self.sigmas[i] if sigma is None else sigma
+        t = self.sigmas[i + 1] if sigma_next is None else sigma_next
+        return self.noise(i, s, t)
 
     def h(self, i: int) -> float:
         """Step size in lambda = -log sigma; inf for a step into sigma = 0."""
@@ -59,11 +67,19 @@ class Solver(SolverInterface):
         raise NotImplementedError(f"{type(self).__name__}: implement step(), or override __call__ to run a loop")
 
     def __call__(self, denoiser: Denoiser, x: torch.Tensor, sigmas, callback=None) -> torch.Tensor:
+        return self._loop(denoiser, x, sigmas, callback)
+
+    def _bind_noise(self, noise, x: torch.Tensor, ctx: StepContext) -> None:
+        """Hook of a stochastic sampler (`sdm_verify.solvers.stochastic`): check its noise source before any denoiser
+        call and put the checked source in ctx.noise. An ODE solver takes none."""
+
+    def _loop(self, denoiser: Denoiser, x: torch.Tensor, sigmas, callback=None, noise=None) -> torch.Tensor:
         check_denoiser(denoiser)
         grid = check_grid(sigmas)
         check_x(x, all_finite)
         check_callback(callback)
         ctx = StepContext(sigmas=grid.tolist(), state=self.init_state())
+        self._bind_noise(noise, x, ctx)
         self._check_run(x, ctx)
         step_index, checked = 0, x
 

@@ -39,6 +39,8 @@ class SolverInterface(abc.ABC):
     #: claimed weak / strong order of a stochastic solver (needs_noise); None: no claim
     weak_order: float | None = None
     strong_order: float | None = None
+    #: where the stated weak / strong orders come from (paper, section), or why none is claimed; "": not stated
+    claim_source: str = ""
     #: whether the solver accepts a guided denoiser (classifier-free guidance); False: the plain D(x, sigma) only
     accepts_guidance: bool = False
     #: caveats about this configuration, in words (e.g. a heuristic that lowers the order); default none
@@ -133,7 +135,8 @@ class SolverInterface(abc.ABC):
 
 #: the names of every declaration above, in order (what an adapter around an outside solver may carry over)
 DECLARED = (
-    "name", "order", "order_conditions", "needs_noise", "weak_order", "strong_order", "accepts_guidance", "notes",
+    "name", "order", "order_conditions", "needs_noise", "weak_order", "strong_order", "claim_source",
+    "accepts_guidance", "notes",
     "nfe_per_step", "final_step_nfe", "nfe_exact", "data_dependent", "nfe", "nfe_to_zero",
     "final_step", "steps_into_zero",
     "symbolic_form", "corrector", "update_rule", "stage_rules", "corrector_rule",

@@ -21,7 +21,8 @@ def register(name: str, cls: type, **defaults) -> None:
 
 
 #: listing order of the families (by module), then registration order within a family
-_FAMILY_ORDER = ("rk", "native", "dpm", "unipc", "deis", "ipndm", "sdm")
+_FAMILY_ORDER = ("rk", "native", "dpm", "unipc", "deis", "ipndm", "sdm",
+                 "sde", "ancestral", "dpmpp_sde", "sa_solver", "restart")
 
 
 def _rank(item) -> tuple[int, int]:
@@ -30,9 +31,11 @@ def _rank(item) -> tuple[int, int]:
     return (_FAMILY_ORDER.index(family) if family in _FAMILY_ORDER else len(_FAMILY_ORDER), index)
 
 
-def available() -> list[str]:
-    """Names of the registered solvers: Runge-Kutta first, then the exponential-integrator and multistep families."""
-    return [name for _, (name, _) in sorted(enumerate(_REGISTRY.items()), key=_rank)]
+def available(stochastic: bool = False) -> list[str]:
+    """Names of the registered ODE solvers: Runge-Kutta first, then the exponential-integrator and multistep
+    families. stochastic=True: the stochastic samplers instead (they take a noise source, `needs_noise`)."""
+    return [name for _, (name, (cls, _)) in sorted(enumerate(_REGISTRY.items()), key=_rank)
+            if bool(cls.needs_noise) == bool(stochastic)]
 
 
 def _lookup(name) -> tuple[type, dict]:
@@ -42,7 +45,8 @@ def _lookup(name) -> tuple[type, dict]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise InputError(f"name: unknown solver {name!r}; available: {', '.join(available())}") from None
+        raise InputError(f"name: unknown solver {name!r}; available: {', '.join(available())}; stochastic: "
+                         f"{', '.join(available(stochastic=True))}") from None
 
 
 def get(name: str, **params) -> object:
