@@ -7,17 +7,20 @@
     wasserstein  exact and estimated W2 (Bures, 1-D quantiles, point clouds)
     processes    the noise processes (VP, flow matching, ...) and their exact time changes
     symbolic     coefficient functions in sympy (the symbolic order check)
+    expectations closed-form expectations of test functions (moments, characteristic function, kernel MMD): the
+                 exact side of a stochastic sampler's weak error on mixtures
 
 This package never imports `sdm_verify` (the code it judges).
 """
 
-from . import processes
+from . import expectations, processes
 from .flows import exact_flow, gaussian_flow_map, reference_flow
 from .gmm import Gaussian, GaussianMixture
 from .wasserstein import bures_w2, bures_w2_trace, pot_w2, sliced_w2, sliced_w2_gmm, sync_error, w2_1d, w2_1d_laws
 
 __all__ = [
     "processes",
+    "expectations",
     "GaussianMixture",
     "Gaussian",
     "gaussian_flow_map",

@@ -62,9 +62,11 @@ class BrownianNoise:
 
     `increment(sigma, sigma_next)` is the raw increment W(tau(sigma_next)) - W(tau(sigma)) (variance
     sigma - sigma_next), for a reference path driven by the same motion (`sdm_verify.harness.strong`). `levy_area`:
-    also keep the space-time Levy area (needed by torchsde's SRK reference solver)."""
+    also keep the space-time Levy area (needed by torchsde's SRK reference solver). `dt`: the finest step expected
+    (torchsde builds its interval tree for it up front; without it, very fine queries can exhaust the stack)."""
 
-    def __init__(self, like: torch.Tensor, sigma_max: float, seed: int = 0, levy_area: bool = False):
+    def __init__(self, like: torch.Tensor, sigma_max: float, seed: int = 0, levy_area: bool = False,
+                 dt: float | None = None):
         import torchsde
 
         like = _like(like)
@@ -74,7 +76,7 @@ class BrownianNoise:
         self.sigma_max, self.seed = float(sigma_max), _seed(seed)
         self.bm = torchsde.BrownianInterval(
             t0=0.0, t1=self.sigma_max, size=tuple(like.shape), dtype=like.dtype, device=like.device,
-            entropy=self.seed, levy_area_approximation="space-time" if levy_area else "none")
+            entropy=self.seed, levy_area_approximation="space-time" if levy_area else "none", dt=dt)
 
     def tau(self, sigma: float) -> float:
         sigma = float(sigma)
