@@ -120,6 +120,18 @@ def _check_errors(errors, n: int, floor: float) -> np.ndarray:
     return e
 
 
+def _check_floors(floors, n: int) -> np.ndarray:
+    if floors is None:
+        return np.zeros(n)
+    try:
+        f = np.asarray(floors, dtype=np.float64)
+    except Exception as exc:
+        raise ValueError(f"floors: must be a 1-D sequence of numbers ({exc})") from exc
+    if f.shape != (n,) or not np.all(np.isfinite(f)) or np.any(f < 0):
+        raise ValueError(f"floors: must hold one finite floor >= 0 per step count ({n}), got {f.tolist()}")
+    return f
+
+
 def local_slopes(ns, errors) -> list[float]:
     """p_j = log(e_j / e_{j+1}) / log(N_{j+1} / N_j), j = 0..len-2; nan where an error is exactly 0."""
     n = _check_ns(ns)
@@ -172,12 +184,15 @@ def _no_window_reason(n, above, slopes, floor_factor, min_slopes) -> str:
 
 
 def fit_order(
-    ns, errors, *, floor: float = 0.0, floor_factor: float = 100.0, slope_tol: float = 0.1, min_slopes: int = 2
+    ns, errors, *, floor: float = 0.0, floor_factor: float = 100.0, slope_tol: float = 0.1, min_slopes: int = 2,
+    floors=None,
 ) -> OrderFit:
     """Fit the convergence order p of errors ~ C N^-p on the asymptotic window (module docstring).
 
     ns: strictly increasing positive step counts (nested N = 2^j typically); errors: matching finite errors >= 0.
     floor: the reference's error floor; points with error <= floor_factor * floor are excluded (they may be 0).
+    floors: optional per-point floors (e.g. a Monte Carlo standard error that shrinks with N), used with `floor`:
+    point j is excluded when its error <= floor_factor * max(floor, floors[j]).
     Returns an OrderFit; with no window, order=None, ok=False and `reason` says why.
     """
     for name, v in (("floor", floor), ("floor_factor", floor_factor), ("slope_tol", slope_tol)):
@@ -197,7 +212,7 @@ def fit_order(
     e = _check_errors(errors, n.shape[0], floor)
 
     slopes = _slopes(n, e)
-    above = e > floor_factor * floor
+    above = e > floor_factor * np.maximum(floor, _check_floors(floors, n.shape[0]))
     common = dict(slopes=slopes, ns=[int(v) for v in n], errors=[float(v) for v in e])
     win = _find_window(above, slopes, slope_tol, min_slopes)
     if win is None:

@@ -37,6 +37,8 @@ SIGMA_MAX, SIGMA_MIN = 80.0, 0.002
 DEFAULT_NS = (8, 16, 32, 64, 128, 256)
 #: a Monte Carlo estimate is used for the fit only where it exceeds this many of its standard errors
 FLOOR_FACTOR = 3.0
+#: Monte Carlo slopes scatter by ~0.1-0.3 at a few standard errors: the window accepts slopes within this span
+MC_SLOPE_TOL = 0.3
 
 
 @dataclass
@@ -145,13 +147,13 @@ def weak_mixture(sampler, target: GaussianMixture, ns=DEFAULT_NS, paths: int = 4
     scale = values[-1].std(0).clamp_min(1e-12)
     errors = [float((((v.mean(0) - exact) / scale) ** 2).mean().sqrt()) for v in values]
     mc_floor = float(((ex.standard_error(values[-1]) / scale) ** 2).mean().sqrt())
-    diffs, diff_floor = [], 0.0
+    diffs, diff_floors = [], []
     for a, b in zip(values[:-1], values[1:], strict=True):
         diffs.append(float((((a.mean(0) - b.mean(0)) / scale) ** 2).mean().sqrt()))
-        diff_floor = max(diff_floor, float(((ex.standard_error(a - b) / scale) ** 2).mean().sqrt()))
-    fit_kw = {"floor_factor": FLOOR_FACTOR, **fit_kw}
-    fit = fit_order(list(ns[:-1]), diffs, floor=diff_floor, **fit_kw)
-    extra = dict(differences=diffs, difference_floor=diff_floor, mc_floor=mc_floor, paths=paths, features=features)
+        diff_floors.append(float(((ex.standard_error(a - b) / scale) ** 2).mean().sqrt()))
+    fit_kw = {"floor_factor": FLOOR_FACTOR, "slope_tol": MC_SLOPE_TOL, **fit_kw}
+    fit = fit_order(list(ns[:-1]), diffs, floors=diff_floors, **fit_kw)
+    extra = dict(differences=diffs, difference_floors=diff_floors, mc_floor=mc_floor, paths=paths, features=features)
     return StochasticMeasurement(_name(sampler), target_name, "weak", f"{features}_rms", getattr(sampler, "weak_order",
                                  None), list(ns), nfe, errors, mc_floor, fit, extra)
 
