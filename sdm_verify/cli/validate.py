@@ -166,7 +166,7 @@ def validate(spec: str, claimed: float | None = None, targets=None, *, config: d
             declared = as_solver(loaded.solver).order
         except Exception:  # unreadable: conformance.check fails the order item
             declared = math.nan
-        if declared is None:
+        if declared is None and not getattr(loaded.solver, "needs_noise", False):
             raise UsageError(f"--claimed-order: required, {spec} declares no numeric `order`")
     return check(loaded, None if claimed is None else float(claimed), config,
                  claimed_nfe_per_step=claimed_nfe_per_step, targets=targets, quick=quick, progress=progress)

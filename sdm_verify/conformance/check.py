@@ -17,7 +17,7 @@ import math
 from ..adapters import spec as specs
 from ..errors import InputError
 from ..harness.targets import available as available_targets
-from . import declared
+from . import declared, stochastic
 from .context import Context, Progress
 from .items import CHECKS, ITEMS, RUN_ORDER, affine, determinism, final_step, float32, order, point_mass, symbolic
 from .result import ConformanceResult, Item
@@ -36,6 +36,8 @@ def check(spec_or_solver, claimed_order: float | None = None, config: dict | Non
         _positive(claimed_nfe_per_step, "claimed_nfe_per_step")
     loaded = _resolve(spec_or_solver, config)
     solver = loaded.solver
+    if solver.needs_noise:  # a stochastic sampler: weak / strong orders and its exact law (conformance.stochastic)
+        return stochastic.check(loaded, claimed_order, config, quick=quick, progress=progress)
     unreadable = {}
     claimed = claimed_order
     if claimed is None:
