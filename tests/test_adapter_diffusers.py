@@ -413,7 +413,7 @@ def test_attributes_and_names():
     (("NoSuchScheduler",), {}, "cls_or_name: diffusers has no scheduler"),
     ((torch.nn.Linear,), {}, "cls_or_name: expected a diffusers scheduler class"),
     (("DDPMScheduler",), {}, "cls_or_name: no adapter"),
-    (("EulerAncestralDiscreteScheduler",), {}, "cls_or_name: no adapter"),
+    (("DPMSolverSDEScheduler",), {}, "cls_or_name: no adapter"),
     (("DPMSolverMultistepScheduler", {"solver_ordr": 2}), {}, r"config: unknown key\(s\) \['solver_ordr'\]"),
     (("DPMSolverMultistepScheduler", {"algorithm_type": "bogus"}), {}, "config: DPMSolverMultistepScheduler rejected"),
     (("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}), {}, "config: .*sigma_min"),

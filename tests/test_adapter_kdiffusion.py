@@ -227,8 +227,8 @@ def test_denoiser_gets_a_scalar_sigma_and_the_global_rng_is_untouched():
 
 
 @pytest.mark.parametrize("name, kwargs, message", [
-    ("sample_euler_ancestral", {}, "eta: sample_euler_ancestral with eta=1.0 is an SDE sampler"),
-    ("dpmpp_3m_sde", {"eta": 0.5}, "eta: sample_dpmpp_3m_sde with eta=0.5 is an SDE sampler"),
+    ("sample_euler_ancestral", {"eta": -1.0}, "eta: "),
+    ("dpmpp_3m_sde", {"s_noise": 0.0}, "s_noise: "),
     ("heun", {"s_churn": 1.0}, "s_churn: sample_heun with s_churn=1.0 adds noise"),
     ("heun", {"noise_sampler": None}, "kwargs: sample_heun takes no setting 'noise_sampler'"),
     ("euler", {"bogus": 1}, "kwargs: sample_euler takes no setting 'bogus'"),

@@ -110,8 +110,9 @@ def test_spec_forms():
         loaded = load(prefix + "sample_heun")
         assert loaded.solver.order == 2 and loaded.name == "kdiffusion:sample_heun"
     assert load("kdiffusion:lms", {"order": 3}).solver.order == 3
-    with pytest.raises(SpecError, match="^SPEC: kdiffusion:sample_dpmpp_sde: eta: "):
-        load("kdiffusion:sample_dpmpp_sde")
+    assert load("kdiffusion:sample_dpmpp_sde").solver.needs_noise  # its default eta = 1: a stochastic sampler
+    with pytest.raises(SpecError, match="^--config: kdiffusion:sample_dpmpp_sde: eta: "):
+        load("kdiffusion:sample_dpmpp_sde", {"eta": -1.0})
     with pytest.raises(SpecError, match="^--config: only diffusers: and kdiffusion: specs"):
         load("heun", {})
 
@@ -354,8 +355,8 @@ def test_bad_options_exit_2(capsys):
         capsys, ["validate", "heun", "--config", "{}"])
     assert "--claimed-nfe-per-step: must be a positive" in _one_line_exit_2(
         capsys, ["validate", "heun", "--claimed-nfe-per-step", "0"])
-    assert "eta: sample_dpmpp_3m_sde with eta=1.0 is an SDE sampler" in _one_line_exit_2(
-        capsys, ["validate", "kdiffusion:sample_dpmpp_3m_sde"])
+    assert "eta: sample_dpmpp_3m_sde needs a finite eta >= 0" in _one_line_exit_2(
+        capsys, ["validate", "kdiffusion:sample_dpmpp_3m_sde", "--config", '{"eta": -1}'])
 
 
 def test_final_step_is_not_applicable_to_a_solver_defined_only_above_zero():

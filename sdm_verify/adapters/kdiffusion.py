@@ -7,10 +7,21 @@ decreasing sigma tensor, and return x at sigmas[-1]. The adapter runs their code
     solver(denoiser, x, sigmas) = sample_<name>(model, x, sigmas_in_x_dtype, disable=True, **kwargs)
     model(x, sigma_vec)         = denoiser(x, float(sigma_vec[0]))  when all entries are equal, else the tensor
 
-Only the deterministic ODE samplers are admitted: s_churn = 0 (Karras et al. 2022, Alg. 2 with gamma = 0), and
-for the ancestral / SDE samplers eta = 0, their deterministic limit (DPM-Solver++ 2S / 2M / 3M ODE updates). With
-eta = 0 their noise is either never drawn or multiplied by sigma_up = 0, so the adapter passes a noise sampler that
-returns zeros: no torchsde Brownian tree is built. Euler, Heun and DPM-2 draw `randn_like(x)` every step even with
+Deterministic samplers: s_churn = 0 (Karras et al. 2022, Alg. 2 with gamma = 0), and for the ancestral / SDE
+samplers eta = 0, their deterministic limit (DPM-Solver++ 2S / 2M / 3M ODE updates). With eta = 0 their noise is
+either never drawn or multiplied by sigma_up = 0, so the adapter passes a noise sampler that returns zeros: no
+torchsde Brownian tree is built.
+
+Stochastic samplers (`KDiffusionSDESolver`, needs_noise = True): the ancestral / SDE samplers with eta != 0 (their
+default eta = 1, s_noise = 1 where the config gives none), called solver(denoiser, x, sigmas, noise). Every one of
+them takes a `noise_sampler(sigma, sigma_next)`; the adapter passes one that returns noise(j, sigma, sigma_next), j
+the running count of draws in that run (0, 1, ...) and (sigma, sigma_next) as k-diffusion asks (floats), so the keys
+do not depend on the values drawn (the harness's probe law, sdm_verify.harness.stochastic_law). k-diffusion's own
+default source (randn_like for the ancestral samplers, a torchsde Brownian tree for dpmpp_sde / 2m_sde / 3m_sde) is
+never used: the law is the one of the caller's source. s_churn > 0 (sample_euler / heun / dpm_2) is refused: those
+samplers draw their churn with torch.randn_like and take no noise_sampler, and the adapter patches nothing global.
+
+Euler, Heun and DPM-2 draw `randn_like(x)` every step even with
 s_churn = 0 (unused); the adapter runs every sampler under `torch.random.fork_rng` so the caller's global random
 stream is left as it was. The samplers special-case sigmas[-1] == 0 (a final Euler / denoising step); a grid may
 equally end at sigma_min > 0, where every step is a regular step.
@@ -35,13 +46,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
 import types
 
 import torch
 
+from ..errors import InputError
 from ..grid import check_grid, check_x, checked_denoiser
 from ..solvers.base import Solver
+from ..solvers.stochastic import checked_noise
 from .kinds import wrong_kind
 
 INSTALL_HINT = "pip install --no-deps k-diffusion torchsde torchdiffeq trampoline (see README)"
@@ -231,6 +245,77 @@ class KDiffusionSolver(Solver):
         return f"KDiffusionSolver({self.name!r})"
 
 
+#: what k-diffusion draws by default (replaced by the caller's source here), and the twin of the same update
+_SDE_NOTES = {
+    "sample_euler_ancestral": ("randn_like", "euler_ancestral"),
+    "sample_dpm_2_ancestral": ("randn_like", None),
+    "sample_dpmpp_2s_ancestral": ("randn_like", None),
+    "sample_dpmpp_sde": ("a torchsde Brownian tree", None),
+    "sample_dpmpp_2m_sde": ("a torchsde Brownian tree", "dpmpp_2m_sde"),
+    "sample_dpmpp_3m_sde": ("a torchsde Brownian tree", None),
+}
+
+
+class KDiffusionSDESolver(KDiffusionSolver):
+    """A k-diffusion ancestral / SDE sampler with eta != 0: solver(denoiser, x, sigmas, noise) -> x (module docstring).
+    k-diffusion's `noise_sampler(sigma, sigma_next)` returns noise(j, sigma, sigma_next), j the running count of its
+    calls in the run. Declares no order (k-diffusion states none); `notes` give eta, s_noise and the noise hook."""
+
+    needs_noise = True
+    weak_order = strong_order = None
+    claim_source = "k-diffusion states no order"
+    point_mass_exact = False
+    point_mass_note = "a stochastic sampler: its path is not the ODE flow"
+    symbolic_form = None
+
+    def __init__(self, name: str, kwargs: dict):
+        super().__init__(name, kwargs)
+        params = inspect.signature(self._fn).parameters
+        self.eta = float(kwargs.get("eta", params["eta"].default))
+        self.s_noise = float(kwargs.get("s_noise", params["s_noise"].default))
+        self.order, self.equivalent = None, None
+        default, twin = _SDE_NOTES[name]
+        notes = [f"eta = {self.eta:g}, s_noise = {self.s_noise:g} (k-diffusion's defaults where the config gives none)",
+                 "noise: k-diffusion's noise_sampler(sigma, sigma_next) is the caller's noise(j, sigma, sigma_next), j "
+                 f"the running count of draws in the run; k-diffusion's default source ({default}) is not used"]
+        if name == "sample_dpmpp_sde":
+            notes.append("two draws per step (sigma -> sigma_mid and sigma -> sigma_next): k-diffusion's default "
+                         "Brownian tree makes them increments of one path (correlated); an independent source "
+                         "(GaussianNoise) makes them independent, a different law; BrownianNoise, keyed on the "
+                         "interval, reproduces the Brownian-tree correlation")
+        if twin is not None:
+            notes.append(f"registered twin of the same update: {twin} (same eta, s_noise"
+                         + (", solver_type" if twin == "dpmpp_2m_sde" else "") + ")")
+        if self.note:
+            notes.append(self.note)
+        self.notes = tuple(notes)
+
+    def __call__(self, denoiser, x, sigmas, noise=None, callback=None):
+        if callback is not None:
+            raise ValueError("callback: k-diffusion's samplers call theirs with their own fields; not supported here")
+        denoiser = checked_denoiser(denoiser, self.name)
+        check_x(x)
+        sigmas = check_grid(sigmas).to(dtype=x.dtype, device=x.device)
+        draw = checked_noise(noise, x, self.name)  # a missing source: NoiseError before any denoiser call
+        calls = 0
+
+        def noise_sampler(sigma, sigma_next):
+            nonlocal calls
+            j, calls = calls, calls + 1
+            return draw(j, float(sigma), float(sigma_next))
+
+        def model(y, sigma):
+            if torch.is_tensor(sigma) and sigma.ndim == 1 and bool((sigma == sigma[0]).all()):
+                sigma = float(sigma[0])
+            return denoiser(y, sigma)
+
+        with torch.random.fork_rng(devices=[]):
+            return self._fn(model, x, sigmas, disable=True, noise_sampler=noise_sampler, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"KDiffusionSDESolver({self.name!r})"
+
+
 def _check_kind(sampler: str, key: str, value, default) -> None:
     """A keyword's value must be of its default's kind (adapters.kinds.wrong_kind)."""
     kind = wrong_kind(value, default)
@@ -241,9 +326,11 @@ def _check_kind(sampler: str, key: str, value, default) -> None:
 def kdiffusion_solver(name: str, **kwargs) -> KDiffusionSolver:
     """The k-diffusion sampler `name` (e.g. "sample_heun" or "heun") with keyword arguments `kwargs`, as a solver.
 
-    Refused: samplers that are not grid samplers (sample_dpm_fast, sample_dpm_adaptive), stochastic settings
-    (s_churn > 0, eta > 0 for the ancestral and SDE samplers: pass eta=0 for their deterministic ODE limit),
-    noise-related or unknown keywords, and values of another kind than the keyword's default (a string for a number,
+    eta != 0 (the default eta = 1 included) for the ancestral and SDE samplers gives a stochastic
+    `KDiffusionSDESolver` (called with a noise source); eta = 0 their deterministic ODE limit. Refused: samplers that
+    are not grid samplers (sample_dpm_fast, sample_dpm_adaptive), s_churn > 0 (its noise is drawn with
+    torch.randn_like, no hook), eta < 0 or s_noise <= 0 in a stochastic sampler, noise-related or unknown keywords,
+    and values of another kind than the keyword's default (a string for a number,
     NaN, ...)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: expected a k-diffusion sampler name, got {name!r}")
@@ -266,14 +353,19 @@ def kdiffusion_solver(name: str, **kwargs) -> KDiffusionSolver:
     if "solver_type" in kwargs and kwargs["solver_type"] not in ("midpoint", "heun"):
         raise ValueError(f"solver_type: {full} takes 'midpoint' or 'heun' (got {kwargs['solver_type']!r})")
     meta = SAMPLERS[full]
+    stochastic = False
     if meta.stochastic is not None:
         eta = kwargs.get(meta.stochastic, params[meta.stochastic].default)
-        if eta != 0:
-            raise ValueError(f"{meta.stochastic}: {full} with {meta.stochastic}={eta!r} is an SDE sampler (it adds "
-                             f"noise every step); pass {meta.stochastic}=0 for its deterministic ODE limit")
+        stochastic = eta != 0
+        if stochastic and not (math.isfinite(eta) and eta > 0):
+            raise InputError(f"{meta.stochastic}: {full} needs a finite {meta.stochastic} >= 0 (got {eta!r})")
+        s_noise = kwargs.get("s_noise", params["s_noise"].default)
+        if stochastic and not (math.isfinite(s_noise) and s_noise > 0):
+            raise InputError(f"s_noise: {full} needs a finite s_noise > 0 (got {s_noise!r})")
     if "s_churn" in params and kwargs.get("s_churn", 0.0) != 0:
-        raise ValueError(f"s_churn: {full} with s_churn={kwargs['s_churn']!r} adds noise (stochastic churn); only "
-                         "s_churn = 0 (the ODE sampler) can be validated")
+        raise InputError(f"s_churn: {full} with s_churn={kwargs['s_churn']!r} adds noise (stochastic churn) drawn "
+                         "with torch.randn_like: the sampler takes no noise_sampler, so the caller's noise source "
+                         "cannot be fed to it (the adapter patches nothing global); pass s_churn=0 for the ODE sampler")
     if full == "sample_lms":
         order = kwargs.get("order", 4)
         if isinstance(order, bool) or not isinstance(order, int) or order < 1:
@@ -282,4 +374,4 @@ def kdiffusion_solver(name: str, **kwargs) -> KDiffusionSolver:
         r = kwargs.get("r", 0.5)
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
             raise ValueError(f"r: sample_dpmpp_sde needs 0 < r < 1 (got {r!r})")
-    return KDiffusionSolver(full, kwargs)
+    return KDiffusionSDESolver(full, kwargs) if stochastic else KDiffusionSolver(full, kwargs)

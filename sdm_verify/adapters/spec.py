@@ -2,7 +2,8 @@
 
     NAME                      a registered sdm_verify solver (sdm_verify.solvers.available())
     module:attr               an importable callable solver(denoiser, x, sigmas) -> x, a class (instantiated without
-                              arguments) or an instance; attr may be dotted
+                              arguments) or an instance; attr may be dotted. One that declares needs_noise = True
+                              is a stochastic sampler(denoiser, x, sigmas, noise) (StochasticCallableSolver)
     diffusers:ClassName       a diffusers scheduler driven by sdm_verify.adapters.diffusers; `config` is
                               its JSON config (dict)
     kdiffusion:sample_name    a k-diffusion sampler (also `k-diffusion:`); `config` holds its keyword arguments
@@ -33,6 +34,7 @@ from ..errors import InputError
 from ..grid import check_callback, check_grid, check_x, checked_denoiser
 from ..solvers.base import Solver
 from ..solvers.interface import DECLARED, SolverInterface
+from ..solvers.stochastic import checked_noise
 
 
 class SpecError(InputError):
@@ -73,9 +75,9 @@ def load(spec: str, config: dict | None = None) -> LoadedSolver:
 
 
 def _registered(name: str) -> LoadedSolver:
-    if name not in solvers.available():
-        raise SpecError(f"SPEC: unknown solver {name!r}; give a registered name ({', '.join(solvers.available())})"
-                        " or module:attr")
+    if name not in solvers.available() and name not in solvers.available(stochastic=True):
+        raise SpecError(f"SPEC: unknown solver {name!r}; give a registered name ({', '.join(solvers.available())}; "
+                        f"stochastic: {', '.join(solvers.available(stochastic=True))}) or module:attr")
     if solvers.needs_process(name):
         return LoadedSolver(name, name, ProcessFamily(name), registered=name)
     return LoadedSolver(name, name, solvers.get(name), registered=name)
@@ -97,6 +99,12 @@ class CallableSolver(Solver):
     that declares no `nfe(n)` / `nfe_to_zero(n)` has them None (not declared), so counted calls are reported only."""
 
     nfe = nfe_to_zero = None
+
+    def __new__(cls, fn=None):
+        # an object that declares needs_noise = True is a stochastic sampler: called with the noise argument
+        if cls is CallableSolver and declares_noise(fn):
+            cls = StochasticCallableSolver
+        return super().__new__(cls)
 
     def __init__(self, fn):
         self.fn = fn
@@ -147,6 +155,35 @@ class CallableSolver(Solver):
 
     def __repr__(self) -> str:
         return f"CallableSolver({self.fn!r})"
+
+
+class StochasticCallableSolver(CallableSolver):
+    """An outside stochastic sampler (it declares `needs_noise = True`): called as sampler(denoiser, x, sigmas, noise).
+    The noise source is checked before any denoiser call (a missing one: NoiseError, an InputError) and handed to the
+    object wrapped so that every draw is checked (sdm_verify.solvers.stochastic.checked_noise)."""
+
+    needs_noise = True
+
+    def __call__(self, denoiser, x, sigmas, noise=None, callback=None):
+        denoiser = checked_denoiser(denoiser, self.name)
+        check_x(x)
+        check_grid(sigmas)
+        check_callback(callback)
+        draw = checked_noise(noise, x, self.name)
+        if callback is None:
+            return self.fn(denoiser, x, sigmas, draw)
+        return self.fn(denoiser, x, sigmas, draw, callback=callback)
+
+    def __repr__(self) -> str:
+        return f"StochasticCallableSolver({self.fn!r})"
+
+
+def declares_noise(obj) -> bool:
+    """Whether an outside object declares itself a stochastic sampler (`needs_noise` True); unreadable: False."""
+    try:
+        return getattr(obj, "needs_noise", False) is True
+    except Exception:
+        return False
 
 
 class Unreadable:
@@ -229,13 +266,17 @@ def _import_attr(spec: str):
 
 
 def check_callable(obj, what: str) -> None:
-    """Raise SpecError unless `obj` can be called as solver(denoiser, x, sigmas)."""
+    """Raise SpecError unless `obj` can be called as solver(denoiser, x, sigmas), or, when it declares
+    `needs_noise = True`, as sampler(denoiser, x, sigmas, noise)."""
     if not callable(obj):
         raise SpecError(f"SPEC: {what} is not callable")
+    noise = declares_noise(obj)
     try:
-        inspect.signature(obj).bind(None, None, None)
+        inspect.signature(obj).bind(*([None] * (4 if noise else 3)))
     except TypeError:
-        raise SpecError(f"SPEC: {what} is not callable as solver(denoiser, x, sigmas)") from None
+        form = "sampler(denoiser, x, sigmas, noise) (it declares needs_noise = True)" if noise else \
+            "solver(denoiser, x, sigmas)"
+        raise SpecError(f"SPEC: {what} is not callable as {form}") from None
     except ValueError:  # no signature to inspect (a builtin): try it
         pass
 

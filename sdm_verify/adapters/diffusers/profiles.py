@@ -20,12 +20,13 @@ from .sigma_profiles import (
     HeunDiscreteProfile,
     LMSDiscreteProfile,
 )
+from .stochastic_profiles import EulerAncestralProfile
 
 PROFILES: dict[str, SchedulerProfile] = {
     name: profile
     for profile in (DPMSolverMultistepProfile(), DPMSolverSinglestepProfile(), UniPCProfile(), DEISProfile(),
                     EulerDiscreteProfile(), HeunDiscreteProfile(), LMSDiscreteProfile(), FlowMatchEulerProfile(),
-                    EDMEulerProfile())
+                    EDMEulerProfile(), EulerAncestralProfile())
     for name in profile.classes
 }
 

@@ -197,7 +197,7 @@ class DiffusersSolver(Solver):
         """The same scheduler and config with the network of another process (prediction type / flow sigmas)."""
         if process not in self.processes:
             raise ValueError(f"process: {self.cls.__name__} supports {', '.join(self.processes)} (got {process!r})")
-        return DiffusersSolver(self.cls, self.user_config, process, self.grid, self.keep_float64, _switch=True)
+        return type(self)(self.cls, self.user_config, process, self.grid, self.keep_float64, _switch=True)
 
     @property
     def steps_into_zero(self) -> bool:
@@ -258,6 +258,10 @@ class DiffusersSolver(Solver):
 
         return model
 
+    def _step(self, sched, out, t, sample, i: int):
+        """One scheduler step (the stochastic adapter wraps it to feed its noise; stochastic.py)."""
+        return sched.step(out, t, sample, return_dict=False)[0]
+
     def _loop(self, sched, model, x, sigma_start: float, sigma_end: float) -> torch.Tensor:
         conv = self.profile.sample_convention(self.effective_config)
         scale0 = sample_scale(conv, sigma_start)
@@ -271,7 +275,7 @@ class DiffusersSolver(Solver):
             for i, t in enumerate(sched.timesteps):
                 inp = scale_input(sample, t) if scale_input is not None else sample
                 out = model(inp, t)
-                sample = self._wrap(sched.step(out, t, sample, return_dict=False)[0])
+                sample = self._wrap(self._step(sched, out, t, sample, i))
                 if not all_finite(plain(sample)):
                     raise SolverDivergedError(self.name, i, self._sigma_after(sched, i), "non-finite sample")
         return plain(sample) / sample_scale(conv, sigma_end)
@@ -335,4 +339,9 @@ def scheduler_solver(cls_or_name, config: dict | None = None, process: str | Non
         if cls is None:
             raise ValueError(f"cls_or_name: diffusers has no scheduler named {cls_or_name!r}; supported: "
                              f"{', '.join(supported())}")
+    profile = PROFILES.get(getattr(cls, "__name__", None))
+    if getattr(profile, "stochastic", False):
+        from .stochastic import StochasticDiffusersSolver
+
+        return StochasticDiffusersSolver(cls, config, process, grid, keep_float64)
     return DiffusersSolver(cls, config, process, grid, keep_float64)
