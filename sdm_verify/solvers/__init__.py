@@ -7,7 +7,7 @@ registered solvers share. Importing this package imports every solver family, ea
 from __future__ import annotations
 
 from ..grid import check_grid
-from . import ancestral, deis, dpm, dpmpp_sde, ipndm, native, rk, sde, sdm, unipc  # noqa: F401  (registration side effects)
+from . import ancestral, deis, dpm, dpmpp_sde, ipndm, native, restart, rk, sa_solver, sde, sdm, unipc  # noqa: F401  (registration side effects)
 from .base import Solver, StepContext, ode_derivative
 from .interface import SolverInterface, has_coefficients
 from .registry import available, get, needs_process, register
