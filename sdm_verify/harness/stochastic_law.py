@@ -10,7 +10,10 @@ the M distinct noise draws (docs/stochastic.md §1):
 One batched run reads (c, A, B_1..B_M) off: column 0 starts at m with all draws zero (c); columns 1..d start at
 m + s e_k with zero draws (A e_k = (y_k - c)/s); then one column per (draw m, coordinate k) starts at m with e_k in
 draw m and zeros elsewhere (B_m e_k). The draw keys (i, sigma, sigma_next) are discovered by a zero-noise run first
-(a sampler must ask for the same keys whatever the values, which every sampler here does). A last column starts at a
+(a sampler must ask for the same keys whatever the values, which every sampler here does). The draws are linear in
+independent basis draws under the noise model read off (`draw_basis`): each draw independent (GaussianNoise), or
+each the normalised increment of one Brownian motion over its interval (BrownianNoise, k-diffusion's Brownian-tree
+samplers; draws over overlapping intervals are then correlated). A last column starts at a
 random point with random draws: its output, predicted from the read-off map, gives the affinity residual, so a
 sampler that is not affine in its noise (a bug, or a data-dependent decision) is caught instead of mismeasured.
 
@@ -38,8 +41,8 @@ AFFINE_RTOL = 1e-9
 
 @dataclass
 class OutputLaw:
-    """N(mean, factor factor^T): the sampler's exact output law; `draws` the number of noise draws M, `residual` the
-    relative affinity residual of the check column, `nfe` the denoiser calls of one run (counted)."""
+    """N(mean, factor factor^T): the sampler's exact output law; `draws` the number M of independent basis draws,
+    `residual` the relative affinity residual of the check column, `nfe` the denoiser calls of one run (counted)."""
 
     mean: torch.Tensor
     factor: torch.Tensor
@@ -53,28 +56,55 @@ class OutputLaw:
 
 
 class _ProbeNoise:
-    """Draws for the probe batch: unit vectors in the columns that probe a draw, random draws in the check column."""
+    """Draws for the probe batch. Draw k is sum_j W[k, j] xi_j (xi_j independent standard normal vectors, the basis):
+    a column that probes (xi_j, coordinate c) gets W[k, j] e_c in every draw k; the check column gets W[k] @ check."""
 
-    def __init__(self, keys, batch: int, d: int, first: int, check: torch.Tensor):
+    def __init__(self, keys, W: torch.Tensor, batch: int, d: int, first: int, check: torch.Tensor):
         self.index = {k: m for m, k in enumerate(keys)}
-        self.batch, self.d, self.first, self.check = batch, d, first, check
+        self.W, self.batch, self.d, self.first, self.check = W, batch, d, first, check
 
     def __call__(self, i, sigma, sigma_next):
         key = (int(i), float(sigma), float(sigma_next))
         if key not in self.index:
             raise InputError(f"sampler: asked for a noise draw {key} that its zero-noise run did not ask for; its "
                              "draws depend on the data, so its output law cannot be read off with probes")
-        m = self.index[key]
+        w = self.W[self.index[key]]
         z = torch.zeros(self.batch, self.d, dtype=F64)
-        rows = slice(self.first + m * self.d, self.first + (m + 1) * self.d)
-        z[rows] = torch.eye(self.d, dtype=F64)
-        z[-1] = self.check[m]
+        z[self.first:-1] = torch.kron(w[:, None], torch.eye(self.d, dtype=F64))
+        z[-1] = w @ self.check
         return z
 
 
-def output_law(sampler, denoiser, mean: torch.Tensor, root: torch.Tensor, sigmas, seed: int = 0) -> OutputLaw:
+def draw_basis(keys, noise: str) -> torch.Tensor:
+    """W (draws x basis) of the noise model. "independent": every distinct key an independent draw (GaussianNoise),
+    W = I. "brownian": every draw the normalised increment of one Brownian motion in sigma over its interval
+    (BrownianNoise, and k-diffusion's Brownian-tree noise samplers): the basis is the increments over the cells
+    between all interval endpoints, W[k, j] = sqrt(|cell j| / |interval k|) for the cells inside interval k, so
+    draws over overlapping intervals are correlated and draws over the same interval are the same draw."""
+    n = len(keys)
+    if noise == "independent":
+        return torch.eye(n, dtype=F64)
+    if noise != "brownian":
+        raise InputError(f"noise: must be 'independent' or 'brownian' (got {noise!r})")
+    spans = [(min(s, t), max(s, t)) for _, s, t in keys]
+    if any(lo == hi for lo, hi in spans):
+        raise InputError("noise: a draw over an empty interval (sigma == sigma_next) has no Brownian increment")
+    points = sorted({p for span in spans for p in span})
+    cells = list(zip(points[:-1], points[1:], strict=True))
+    W = torch.zeros(n, len(cells), dtype=F64)
+    for k, (lo, hi) in enumerate(spans):
+        for j, (a, b) in enumerate(cells):
+            if lo <= a and b <= hi:
+                W[k, j] = ((b - a) / (hi - lo)) ** 0.5
+    return W
+
+
+def output_law(sampler, denoiser, mean: torch.Tensor, root: torch.Tensor, sigmas, seed: int = 0,
+               noise: str = "brownian") -> OutputLaw:
     """The exact output law of `sampler` (called sampler(denoiser, x, sigmas, noise)) started from N(mean, root
-    root^T), with an affine `denoiser` (a Gaussian target's). Two runs: zero noise (discovers the draws), probes."""
+    root^T), with an affine `denoiser` (a Gaussian target's). Two runs: zero noise (discovers the draws), probes.
+    `noise`: the noise model whose law is read off (draw_basis); the two agree when the draws' intervals are
+    disjoint, as they are for every registered sampler."""
     from .nfe import count_nfe
 
     mean, root = mean.to(F64), root.to(F64)
@@ -82,7 +112,9 @@ def output_law(sampler, denoiser, mean: torch.Tensor, root: torch.Tensor, sigmas
     zero_x = mean[None].clone()
     zero = ZeroNoise(zero_x)
     sampler(denoiser, zero_x, sigmas, zero)
-    keys, M = zero.keys, len(zero.keys)
+    keys = zero.keys
+    W = draw_basis(keys, noise)
+    M = W.shape[1]
     scale = float(torch.linalg.matrix_norm(root, ord=2))
     first = 1 + d
     batch = first + M * d + 1
@@ -92,7 +124,7 @@ def output_law(sampler, denoiser, mean: torch.Tensor, root: torch.Tensor, sigmas
     x[1:first] += scale * torch.eye(d, dtype=F64)
     x[-1] = mean + root @ check_start
     counted = count_nfe(denoiser)
-    y = sampler(counted, x, sigmas, _ProbeNoise(keys, batch, d, first, check_draws)).to(F64)
+    y = sampler(counted, x, sigmas, _ProbeNoise(keys, W, batch, d, first, check_draws)).to(F64)
     c = y[0]
     A = (y[1:first] - c).T / scale
     B = (y[first:-1] - c).T  # (d, M d): column m d + k is B_m e_k
@@ -111,7 +143,9 @@ class StochasticGaussianMeter:
     metric = "bures_w2"
     floor = ROUNDOFF_FLOOR
 
-    def __init__(self, target: GaussianMixture, sigma_from: float, sigma_to: float):
+    def __init__(self, target: GaussianMixture, sigma_from: float, sigma_to: float, noise: str = "brownian"):
+        draw_basis([], noise)  # checks the name
+        self.noise = noise
         if target.K != 1:
             raise InputError(f"target: the probe law needs a Gaussian target (K = 1), got K = {target.K}")
         self.target, self.sigma_from, self.sigma_to = target, float(sigma_from), float(sigma_to)
@@ -121,7 +155,8 @@ class StochasticGaussianMeter:
         self.root_to = _sqrtm(target.covariances[0] + self.sigma_to**2 * eye)
 
     def law(self, sampler, sigmas, denoiser=None) -> OutputLaw:
-        return output_law(sampler, denoiser or self.target.denoiser, self.mean, self.root_from, sigmas)
+        return output_law(sampler, denoiser or self.target.denoiser, self.mean, self.root_from, sigmas,
+                          noise=self.noise)
 
     def w2(self, law: OutputLaw, root_to: torch.Tensor | None = None) -> float:
         return bures_w2(law.mean, None, self.mean, None, factors=(law.factor, self.root_to if root_to is None
