@@ -6,7 +6,7 @@ from pathlib import Path
 
 from _bad_inputs import Bad
 
-AREAS = ("oracle", "solvers", "harness", "validate", "store", "real")
+AREAS = ("oracle", "solvers", "harness", "validate", "store", "real", "stochastic")
 
 
 def tables() -> dict[str, list[Bad]]:

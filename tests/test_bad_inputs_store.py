@@ -142,6 +142,11 @@ def report(p, *argv):
     p.cli(["report", *argv])
 
 
+def stochastic_report(p, *argv):
+    p.forbid("sdm_verify.report.stochastic.measure")
+    p.cli(["stochastic", *argv])
+
+
 # ------------------------------------------------------------------------------------------- the table
 
 CASES = [
@@ -241,6 +246,12 @@ CASES = [
         ("--out", "index.md"), setup=lambda p: (store_setup(p), (p.tmp / "o" / "index.md").mkdir(parents=True))),
     Bad("report-out-empty-string", lambda p: report(p, "--db", str(p.tmp / "s.sqlite"), "--out", ""), CliExit,
         ("--out", "non-empty"), setup=store_setup),
+    # stochastic (its report folder, checked before any measurement)
+    Bad("stochastic-out-is-a-file", lambda p: stochastic_report(p, "--out", str(p.tmp / "o")), CliExit,
+        ("--out", "not a folder"), setup=lambda p: (p.tmp / "o").write_text("x")),
+    Bad("stochastic-out-empty-string", lambda p: stochastic_report(p, "--out", ""), CliExit, ("--out", "non-empty")),
+    Bad("stochastic-out-read-only", lambda p: stochastic_report(p, "--out", str(p.tmp / "o")), CliExit,
+        ("--out", "not writable"), setup=lambda p: ((p.tmp / "o").mkdir(), deny_write(p, p.tmp / "o"))),
     Bad("report-page-write-into-a-file", lambda p: Report("t").write(p.tmp / "o"), OutputPathError,
         ("out_dir", "not a folder"), setup=lambda p: (p.tmp / "o").write_text("x")),
     # theory: checked before the sweep
