@@ -71,8 +71,10 @@ def test_probe_law_equals_the_law_pushed_by_hand():
     assert torch.allclose(law.covariance, cov, rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_scaled_noise_is_caught_by_the_exact_law():
-    """Noise scaled by 1.05: the W2 to p_sigma_min stops shrinking (a plateau), where the true sampler's halves."""
+    """Noise scaled by 1.05: the W2 to p_sigma_min stops shrinking (a plateau), where the true sampler's halves.
+    Slow (8 s): the default run checks the same through validate (tests/test_stochastic_claims.py)."""
     target = targets.get("gauss-4d")
     ns = (64, 128, 256, 512)
     good = weak_gaussian(em, target, ns=ns, to_zero=False)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from analytic import GaussianMixture
+from analytic.wasserstein.quantile import w2_1d_cloud
 
 from .. import schedules
 from ..errors import InputError
@@ -37,6 +38,8 @@ SIGMA_MAX, SIGMA_MIN = 80.0, 0.002
 DEFAULT_NS = (8, 16, 32, 64, 128, 256)
 #: a Monte Carlo estimate is used for the fit only where it exceeds this many of its standard errors
 FLOOR_FACTOR = 3.0
+#: exact samples of p_sigma_min averaged for the sampling bias of a 1-D cloud's W2
+CLOUD_REPEATS = 8
 #: Monte Carlo slopes scatter by ~0.1-0.3 at a few standard errors: the window accepts slopes within this span
 MC_SLOPE_TOL = 0.3
 
@@ -139,11 +142,14 @@ def weak_mixture(sampler, target: GaussianMixture, ns=DEFAULT_NS, paths: int = 4
         exact = torch.cat([cf.real, cf.imag])
     else:
         raise InputError(f"features: must be 'moments' or 'cf' (got {features!r})")
-    values, nfe = [], []
+    values, nfe, clouds = [], [], []
     for n in ns:
         counted = count_nfe(target.denoiser)
-        values.append(feats(_paths(sampler, target, n, start, noise, sigma_min, sigma_max, schedule, counted)))
+        y = _paths(sampler, target, n, start, noise, sigma_min, sigma_max, schedule, counted)
+        values.append(feats(y))
         nfe.append(counted.nfe)
+        if target.d == 1:
+            clouds.append(w2_1d_cloud(y.to(F64), law))
     scale = values[-1].std(0).clamp_min(1e-12)
     errors = [float((((v.mean(0) - exact) / scale) ** 2).mean().sqrt()) for v in values]
     mc_floor = float(((ex.standard_error(values[-1]) / scale) ** 2).mean().sqrt())
@@ -154,6 +160,10 @@ def weak_mixture(sampler, target: GaussianMixture, ns=DEFAULT_NS, paths: int = 4
     fit_kw = {"floor_factor": FLOOR_FACTOR, "slope_tol": MC_SLOPE_TOL, **fit_kw}
     fit = fit_order(list(ns[:-1]), diffs, floors=diff_floors, **fit_kw)
     extra = dict(differences=diffs, difference_floors=diff_floors, mc_floor=mc_floor, paths=paths, features=features)
+    if clouds:  # 1-D: the exact W2 of the cloud to p_sigma_min, and its sampling bias (exact samples of it)
+        g = torch.Generator().manual_seed(seed + 1)
+        floor = sum(w2_1d_cloud(law.sample(paths, generator=g), law) for _ in range(CLOUD_REPEATS)) / CLOUD_REPEATS
+        extra.update(w2_cloud=clouds, w2_cloud_floor=floor)
     return StochasticMeasurement(_name(sampler), target_name, "weak", f"{features}_rms", getattr(sampler, "weak_order",
                                  None), list(ns), nfe, errors, mc_floor, fit, extra)
 
