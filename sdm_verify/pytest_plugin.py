@@ -20,6 +20,9 @@ import pytest
 
 #: the conformance items, in order (sdm_verify.conformance.ITEMS; repeated here to keep the import cheap)
 ITEMS = ("order", "symbolic", "nfe", "point_mass", "affine", "float32", "final_step", "determinism")
+#: the items of a stochastic sampler's check (sdm_verify.conformance.stochastic.ITEMS), collected instead of ITEMS when
+#: the SPEC loads as a sampler that declares needs_noise
+STOCHASTIC_ITEMS = ("weak_order", "exact_law", "strong_order", "mixture_weak", "nfe", "reproducible")
 _RESULT = pytest.StashKey[dict]()
 
 
@@ -68,7 +71,9 @@ class ConformanceItem(pytest.Item):
 
 
 def _failure_text(result, item) -> str:
-    lines = [f"sdm-verify {item.name} FAILED for {result.name} (claimed order {result.claimed_order:g})",
+    claimed = result.claimed_order
+    lines = [f"sdm-verify {item.name} FAILED for {result.name} (claimed order "
+             f"{'none' if claimed is None else format(claimed, 'g')})",
              f"  value {item.value}   limit {item.limit}", f"  {item.detail}"]
     if item.name == "order":
         lines += ["", result.case_table()]
@@ -104,9 +109,22 @@ def pytest_collection_modifyitems(session, config, items):
     """Append the conformance items (before -k / -m deselection, which then applies to them too)."""
     if not config.getoption("sdm_verify"):
         return
-    for name in ITEMS:
+    for name in STOCHASTIC_ITEMS if _stochastic(config) else ITEMS:
         items.append(ConformanceItem.from_parent(session, name=f"sdm-verify::{name}",
                                                  nodeid=f"sdm-verify::{name}", item_name=name))
+
+
+def _stochastic(config) -> bool:
+    """Whether the SPEC loads as a stochastic sampler (needs_noise). A SPEC that does not load is not: its error is
+    then raised by every (ODE) item when the check runs."""
+    try:
+        from sdm_verify.adapters.spec import load
+
+        raw = config.getoption("sdm_verify_config")
+        return bool(getattr(load(config.getoption("sdm_verify"), json.loads(raw) if raw else None).solver,
+                            "needs_noise", False))
+    except Exception:  # noqa: BLE001  reported by the check itself
+        return False
 
 
 def _run_check(config):

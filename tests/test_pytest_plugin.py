@@ -63,6 +63,21 @@ def test_items_match_the_conformance_items():
     assert pytest_plugin.ITEMS == ITEMS
 
 
+def test_stochastic_items_match_the_stochastic_check():
+    from sdm_verify.conformance.stochastic import ITEMS
+
+    assert pytest_plugin.STOCHASTIC_ITEMS == ITEMS
+
+
+def test_a_stochastic_sampler_gets_the_stochastic_items(project):
+    """A registered sampler that needs noise: its six items (strong order n/a for DDPM: skipped)."""
+    result = project.runpytest("--sdm-verify", "ddpm", "-v", *QUICK)
+    result.assert_outcomes(passed=6, skipped=1)
+    out = result.stdout.str()
+    assert "sdm-verify::weak_order PASSED" in out and "sdm-verify::strong_order SKIPPED" in out
+    assert "sdm-verify::order" not in out
+
+
 def test_without_the_option_nothing_is_added(project):
     result = project.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)

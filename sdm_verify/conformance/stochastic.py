@@ -45,6 +45,11 @@ class StochasticResult:
     config: dict | None = None
 
     @property
+    def claimed_order(self) -> float | None:
+        """The weak order judged (the pytest plugin's failure text reads `claimed_order`)."""
+        return self.claimed_weak
+
+    @property
     def failed(self) -> list[str]:
         return [n for n, it in self.items.items() if it.status == "fail"]
 
