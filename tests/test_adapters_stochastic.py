@@ -192,3 +192,92 @@ def test_callable_declaring_needs_noise_is_called_with_noise():
     with pytest.raises(spec.SpecError, match="sampler\\(denoiser, x, sigmas, noise\\)"):
         spec.check_callable(three, "three")
     assert type(spec.as_solver(lambda d, x, s: x)) is spec.CallableSolver
+
+
+# ------------------------------------------------ DPMSolverMultistep sde-dpmsolver++, DDIM (eta), DDPM (fixed_small)
+# Same update as the registered twin in canonical variables, same draws (one per step, j = step index), float64
+# throughout (keep_float64; DDIM/DDPM get the grid's abar = 1/(1 + s^2) written into alphas_cumprod): only the order
+# of float64 operations and the abar <-> sigma round trip differ, ~1e-15 relative per step; 1e-10 is a wide margin
+# that a wrong coefficient (O(h) or O(h^2) per step, >= 1e-3 on these grids) cannot pass.
+
+NEW = [
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "lower_order_final": False},
+     lambda: get("dpmpp_2m_sde", eta=1.0, s_noise=1.0, solver_type="midpoint")),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun",
+                                     "lower_order_final": False},
+     lambda: get("dpmpp_2m_sde", eta=1.0, s_noise=1.0, solver_type="heun")),
+    ("DDIMScheduler", {"eta": 0.5, "clip_sample": False}, lambda: get("ddim_eta", eta=0.5)),
+    ("DDPMScheduler", {"clip_sample": False}, lambda: get("ddpm")),
+]
+
+
+@pytest.mark.parametrize("name, config, twin", NEW)
+@pytest.mark.parametrize("zero", [False, True])
+def test_new_diffusers_samplers_equal_registered_twin(name, config, twin, zero):
+    s = _diffusers(name, config)
+    assert s.needs_noise is True and s.order is None and s.twin == twin().name
+    grid = _grid(zero=zero)
+    torch.testing.assert_close(_run(s, grid), _run(twin(), grid), rtol=1e-10, atol=1e-10)
+
+
+def test_dpm_sde_default_lower_order_final_differs_only_below_15_steps_above_zero():
+    s = _diffusers("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"})
+    twin = get("dpmpp_2m_sde", eta=1.0, s_noise=1.0, solver_type="midpoint")
+    assert any("lower_order_final" in n for n in s.notes)
+    for n, zero in ((10, True), (15, False), (20, False)):
+        torch.testing.assert_close(_run(s, _grid(n, zero)), _run(twin, _grid(n, zero)), rtol=1e-10, atol=1e-10)
+    gap = (_run(s, _grid(10)) - _run(twin, _grid(10))).abs().max()
+    assert gap > 1e-3  # the last step is first order in diffusers (N < 15), second order in the twin
+
+
+def test_ddpm_one_step_law_is_exact_on_point_mass():
+    # DDPM samples the exact bridge posterior: from x ~ N(x0, s^2 I), x' ~ N(x0, s'^2 I) exactly (D = x0)
+    x0 = torch.tensor([0.5, -1.0], dtype=F64)
+    s = _diffusers("DDPMScheduler", {"clip_sample": False})
+    grid = torch.tensor([2.0, 0.7], dtype=F64)
+    g = torch.Generator().manual_seed(1)
+    n = 20000
+    x = x0 + 2.0 * torch.randn(n, 2, generator=g, dtype=F64)
+    out = s(lambda y, sigma: x0.expand_as(y), x, grid, GaussianNoise(x, 5))
+    se = 0.7 / n ** 0.5
+    assert (out.mean(0) - x0).abs().max() < 5 * se
+    assert (out.var(0) / 0.49 - 1).abs().max() < 5 * (2 / n) ** 0.5
+
+
+def test_ddim_eta_zero_is_deterministic_ddim_and_eta_is_validated():
+    s = _diffusers("DDIMScheduler", {"clip_sample": False})
+    assert s.needs_noise is False and s.equivalent == "ddim" and s.order == 1
+    x, grid = _x(), _grid()
+    torch.testing.assert_close(s(TARGET.denoiser, x, grid), get("ddim")(TARGET.denoiser, x, grid), rtol=1e-10,
+                               atol=1e-10)
+    e = _diffusers("DDIMScheduler", {"clip_sample": False, "eta": 1.0})
+    assert "eta=1.0" in e.name and e.params()["config"]["eta"] == 1.0 and e.with_process("vp-v").step_config["eta"] == 1
+    for bad in ({"clip_sample": False, "eta": 2.0}, {"eta": 0.5}, {"clip_sample": False, "eta": "x"}):
+        with pytest.raises(spec.SpecError):
+            _diffusers("DDIMScheduler", bad)
+    with pytest.raises(spec.SpecError, match="sde-dpmsolver"):
+        _diffusers("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver"})
+
+
+@pytest.mark.parametrize("name, config, twin", NEW)
+def test_probe_law_applies_to_new_diffusers_samplers(name, config, twin):
+    grid = _grid(6)
+    law = _law(_diffusers(name, config), grid)
+    assert law.residual < 1e-9 and law.draws >= 5
+    ref = _law(twin(), grid)
+    torch.testing.assert_close(law.mean, ref.mean, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(law.covariance, ref.covariance, rtol=1e-9, atol=1e-10)
+
+
+def test_probe_law_on_gauss_4d_target():
+    from sdm_verify.harness import targets
+    grid = _grid(6)
+    for name, config, _ in NEW:
+        StochasticGaussianMeter(targets.get("gauss-4d"), SMAX, SMIN).law(_diffusers(name, config), grid)
+
+
+@pytest.mark.parametrize("name, config, twin", NEW)
+def test_new_diffusers_missing_noise_refused_before_any_denoiser_call(name, config, twin):
+    s = _diffusers(name, config)
+    with pytest.raises(InputError, match="noise"):
+        s(_never, _x(), _grid())

@@ -7,11 +7,13 @@ orders 1/2/3 -> ddim / dpmpp_2m / dpmpp_3m, dpmsolver order 1 -> dpm_solver_1; U
 <= 3 -> unipc_<bh>_p<p>; DEIS order 1 -> dpm_solver_1; LMSDiscrete (step order 4) -> deis_tab3 on grids ending above
 0. None: DEIS orders 2-3 (eps interpolated in log rho, not rho), DPM 2M "heun", dpmsolver multistep orders 2-3,
 DPMSolverSinglestep orders 2-3 (its stages are grid points).
+Stochastic (stochastic.py, stochastic_profiles.py): EulerAncestralDiscrete, DPMSolverMultistep sde-dpmsolver++, DDIM
+(config key eta), DDPM.
 """
 
 from __future__ import annotations
 
-from .exponential_profiles import DEISProfile, DPMSolverMultistepProfile, DPMSolverSinglestepProfile, UniPCProfile
+from .exponential_profiles import DEISProfile, DPMSolverSinglestepProfile, UniPCProfile
 from .scheduler_profile import SchedulerProfile
 from .sigma_profiles import (
     EDMEulerProfile,
@@ -20,13 +22,13 @@ from .sigma_profiles import (
     HeunDiscreteProfile,
     LMSDiscreteProfile,
 )
-from .stochastic_profiles import EulerAncestralProfile
+from .stochastic_profiles import DDIMProfile, DDPMProfile, DPMSolverMultistepSDEProfile, EulerAncestralProfile
 
 PROFILES: dict[str, SchedulerProfile] = {
     name: profile
-    for profile in (DPMSolverMultistepProfile(), DPMSolverSinglestepProfile(), UniPCProfile(), DEISProfile(),
+    for profile in (DPMSolverMultistepSDEProfile(), DPMSolverSinglestepProfile(), UniPCProfile(), DEISProfile(),
                     EulerDiscreteProfile(), HeunDiscreteProfile(), LMSDiscreteProfile(), FlowMatchEulerProfile(),
-                    EDMEulerProfile(), EulerAncestralProfile())
+                    EDMEulerProfile(), EulerAncestralProfile(), DDIMProfile(), DDPMProfile())
     for name in profile.classes
 }
 

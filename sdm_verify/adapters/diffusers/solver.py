@@ -322,26 +322,3 @@ def native_run(solver: DiffusersSolver, denoiser, x_edm: torch.Tensor, n: int) -
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int number of steps (got {n!r})")
     return solver._native(denoiser, x_edm, n)
-
-
-def scheduler_solver(cls_or_name, config: dict | None = None, process: str | None = None, grid: str = "harness",
-                     keep_float64: bool = True) -> DiffusersSolver:
-    """A diffusers scheduler as a solver(denoiser, x, sigmas) -> x in EDM variables (module docstring).
-
-    cls_or_name: a scheduler class or its name in `diffusers` (e.g. "DPMSolverMultistepScheduler"); config: its
-    constructor keywords (JSON config); process: the network's parameterization (None: from the config); grid:
-    "harness" (impose the given sigma grid) or "native" (the scheduler's own timesteps).
-    """
-    diffusers = load_diffusers()
-    cls = cls_or_name
-    if isinstance(cls_or_name, str):
-        cls = getattr(diffusers, cls_or_name, None)
-        if cls is None:
-            raise ValueError(f"cls_or_name: diffusers has no scheduler named {cls_or_name!r}; supported: "
-                             f"{', '.join(supported())}")
-    profile = PROFILES.get(getattr(cls, "__name__", None))
-    if getattr(profile, "stochastic", False):
-        from .stochastic import StochasticDiffusersSolver
-
-        return StochasticDiffusersSolver(cls, config, process, grid, keep_float64)
-    return DiffusersSolver(cls, config, process, grid, keep_float64)
