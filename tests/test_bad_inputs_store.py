@@ -142,6 +142,11 @@ def report(p, *argv):
     p.cli(["report", *argv])
 
 
+def schedules_study(p, *argv):
+    p.forbid("sdm_verify.studies.schedules.study.run")
+    p.cli(["schedules", *argv])
+
+
 def stochastic_report(p, *argv):
     p.forbid("sdm_verify.report.stochastic.measure")
     p.cli(["stochastic", *argv])
@@ -252,6 +257,11 @@ CASES = [
     Bad("stochastic-out-empty-string", lambda p: stochastic_report(p, "--out", ""), CliExit, ("--out", "non-empty")),
     Bad("stochastic-out-read-only", lambda p: stochastic_report(p, "--out", str(p.tmp / "o")), CliExit,
         ("--out", "not writable"), setup=lambda p: ((p.tmp / "o").mkdir(), deny_write(p, p.tmp / "o"))),
+    # schedules (its report folder and --json file, checked before the study runs)
+    Bad("schedules-out-is-a-file", lambda p: schedules_study(p, "--quick", "--out", str(p.tmp / "o")), CliExit,
+        ("--out", "not a folder"), setup=lambda p: (p.tmp / "o").write_text("x")),
+    Bad("schedules-json-is-a-directory", lambda p: schedules_study(p, "--quick", "--json", str(p.tmp)), CliExit,
+        ("--json", "directory")),
     Bad("report-page-write-into-a-file", lambda p: Report("t").write(p.tmp / "o"), OutputPathError,
         ("out_dir", "not a folder"), setup=lambda p: (p.tmp / "o").write_text("x")),
     # theory: checked before the sweep

@@ -1,0 +1,43 @@
+"""The schedule study's rows and JSON (sdm_verify.studies.schedules.study) on a tiny matrix: the keys the issue
+names, the optimum never worse than a scored schedule beyond the optimiser's tolerance, efficiency <= 1."""
+
+import json
+
+import pytest
+
+from sdm_verify.cli.main import main
+from sdm_verify.studies.schedules import report, study
+
+pytestmark = pytest.mark.theory
+
+
+def test_rows_and_efficiency():
+    rows = study.run(solvers=("euler",), target_names=("gauss-1d",), ns=(2, 3), with_published=False,
+                     progress=False)
+    assert {r.schedule for r in rows} == {"edm", "logsnr", "uniform_t", "optimal"}
+    for n in (2, 3):
+        opt = next(r for r in rows if r.N == n and r.schedule == "optimal")
+        assert opt.status == "ok"
+        for r in rows:
+            if r.N == n:
+                assert opt.error <= r.error * (1 + 1e-6)
+    eff = study.efficiency(rows)
+    assert all(v is None or 0 < v <= 1 + 1e-6 for v in eff.values())
+    text = report.markdown(rows)
+    assert "## euler on gauss-1d" in text and "| optimal |" in text
+
+
+def test_cli_json_rows(tmp_path, monkeypatch):
+    small = dict(solvers=("euler",), targets=("gauss-1d",), ns=(2,))
+    monkeypatch.setattr(study, "QUICK", small)
+    out = tmp_path / "rows.json"
+    assert main(["schedules", "--quick", "--no-published", "--json", str(out), "--out", str(tmp_path / "r")]) == 0
+    rows = json.loads(out.read_text())
+    assert {tuple(sorted(r)) for r in rows} == {tuple(sorted(("solver", "target", "process", "N", "schedule", "grid",
+                                                              "error", "seconds", "status")))}
+    assert (tmp_path / "r" / "index.md").is_file() and (tmp_path / "r" / "grids.png").is_file()
+
+
+def test_bad_step_counts_are_refused():
+    with pytest.raises(ValueError, match="ns"):
+        study.run(ns=(0,), with_published=False, progress=False)
