@@ -40,8 +40,26 @@ class Item:
         return dict(name=self.name, status=self.status, value=self.value, limit=self.limit, detail=self.detail)
 
 
+class Judged:
+    """The verdict of a check whose `items` (name -> Item) are judged: "pass" only if no item failed."""
+
+    items: dict
+
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, it in self.items.items() if it.status == "fail"]
+
+    @property
+    def verdict(self) -> str:
+        return "fail" if self.failed else "pass"
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "pass"
+
+
 @dataclass
-class ConformanceResult:
+class ConformanceResult(Judged):
     """The conformance check of one solver: its items (in conformance.ITEMS order) and the order cases measured.
 
     spec                  the SPEC as given (or the callable's name)
@@ -62,17 +80,6 @@ class ConformanceResult:
     cases: list[CaseResult]
     config: dict | None = None
 
-    @property
-    def failed(self) -> list[str]:
-        return [n for n, it in self.items.items() if it.status == "fail"]
-
-    @property
-    def verdict(self) -> str:
-        return "fail" if self.failed else "pass"
-
-    @property
-    def ok(self) -> bool:
-        return self.verdict == "pass"
 
     def measured_orders(self) -> dict:
         return self.items["order"].data["measured_order"]

@@ -27,7 +27,7 @@ from ..harness import targets
 from ..harness.noise import GaussianNoise
 from ..harness.progress import Progress
 from ..harness.stochastic import strong, weak_gaussian, weak_mixture
-from .result import Item, _format
+from .result import Item, Judged, _format
 
 ITEMS = ("weak_order", "exact_law", "strong_order", "mixture_weak", "nfe", "reproducible")
 NS, QUICK_NS = (16, 32, 64, 128, 256), (16, 32, 64, 128)
@@ -36,7 +36,7 @@ CONVERGING = 0.75
 
 
 @dataclass
-class StochasticResult:
+class StochasticResult(Judged):
     spec: str
     name: str
     claimed_weak: float | None
@@ -48,18 +48,6 @@ class StochasticResult:
     def claimed_order(self) -> float | None:
         """The weak order judged (the pytest plugin's failure text reads `claimed_order`)."""
         return self.claimed_weak
-
-    @property
-    def failed(self) -> list[str]:
-        return [n for n, it in self.items.items() if it.status == "fail"]
-
-    @property
-    def verdict(self) -> str:
-        return "fail" if self.failed else "pass"
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def to_json(self) -> dict:
         return dict(solver=self.name, spec=self.spec, config=self.config, stochastic=True,

@@ -24,7 +24,7 @@ Choices:
   * one DP on the whole batch, cost = batch mean of the squared per-sample L2 error (the official code searches each
     sample separately with the element-mean squared error and takes a per-step median over samples; a batch DP gives
     one grid by construction). batch = 256 and seed = 0 by default, shared with GITS's cached teacher.
-  * the amplitude calibration of the paper's §3.4 (a renormalisation of the latent, not part of the schedule) is
+  * the amplitude calibration of the paper's section 3.4 (a renormalisation of the latent, not part of the schedule) is
     left out.
 """
 
