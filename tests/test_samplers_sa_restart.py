@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from _stochastic import F64, GRIDS, TARGET, edm_grid  # noqa: F401  (shared test data)
 
 import sdm_verify.solvers.ancestral  # noqa: F401  (registration, until the package imports the families)
 import sdm_verify.solvers.dpmpp_sde  # noqa: F401
@@ -25,24 +26,6 @@ from sdm_verify.harness.noise import BrownianNoise, GaussianNoise, ZeroNoise
 from sdm_verify.harness.stochastic_law import output_law
 from sdm_verify.solvers import get
 from sdm_verify.solvers.sa_solver import exp_moments, sa_weights
-
-F64 = torch.float64
-TARGET = Gaussian([0.5, -1.0], [[1.0, 0.3], [0.3, 0.5]])
-
-
-def edm_grid(n: int, smax: float = 80.0, smin: float = 0.002, rho: float = 7.0, zero: bool = False) -> torch.Tensor:
-    """Karras et al. 2022, Eq. 5: sigma_i = (smax^(1/rho) + i/n (smin^(1/rho) - smax^(1/rho)))^rho, i = 0..n."""
-    i = torch.arange(n + 1, dtype=F64)
-    s = (smax ** (1 / rho) + i / n * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
-    return torch.cat([s, torch.zeros(1, dtype=F64)]) if zero else s
-
-
-GRIDS = {
-    "edm12": edm_grid(12),
-    "edm9_to_zero": edm_grid(9, zero=True),
-    "logsnr": torch.exp(torch.linspace(math.log(10.0), math.log(0.05), 8, dtype=F64)),
-    "irregular_to_zero": torch.tensor([5.0, 3.1, 1.7, 0.9, 0.2, 0.0], dtype=F64),
-}
 
 
 def start(sigmas, n: int = 32, seed: int = 0, target=TARGET) -> torch.Tensor:
