@@ -46,7 +46,7 @@ import torch
 
 from ..errors import InputError
 from .registry import register
-from .sde import check_number
+from .sde import check_number, heun_step
 from .stochastic import StochasticSolver, checked_noise
 
 __all__ = ["Restart", "restart_grid"]
@@ -154,15 +154,8 @@ class Restart(StochasticSolver):
             draw(len(ctx.sigmas) - 1, hi, lo)  # the first draw, checked before any denoiser call (sources are pure)
         ctx.noise = draw
 
-    @staticmethod
-    def heun(denoiser, x, s: float, t: float) -> torch.Tensor:
-        """One EDM Heun step s -> t (Euler into t = 0)."""
-        d = (x - denoiser(x, s)) / s
-        x_euler = torch.add(x, d, alpha=t - s)
-        if t == 0:
-            return x_euler
-        d_next = (x_euler - denoiser(x_euler, t)) / t
-        return torch.add(torch.add(x, d, alpha=0.5 * (t - s)), d_next, alpha=0.5 * (t - s))
+    #: one EDM Heun step s -> t (sdm_verify.solvers.sde.heun_step)
+    heun = staticmethod(heun_step)
 
     def step(self, denoiser, x, i, ctx):
         sig = ctx.sigmas

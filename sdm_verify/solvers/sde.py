@@ -172,12 +172,18 @@ class EDMStochastic(StochasticSolver):
         if gamma > 0:
             # sqrt(s_hat^2 - s^2) = s sqrt(gamma (2 + gamma)), without the cancellation
             x = torch.add(x, ctx.draw(i), alpha=s * math.sqrt(gamma * (2.0 + gamma)) * self.S_noise)
-        d = (x - denoiser(x, s_hat)) / s_hat
-        x_euler = torch.add(x, d, alpha=t - s_hat)
-        if t == 0:
-            return x_euler
-        d_next = (x_euler - denoiser(x_euler, t)) / t
-        return torch.add(torch.add(x, d, alpha=0.5 * (t - s_hat)), d_next, alpha=0.5 * (t - s_hat))
+        return heun_step(denoiser, x, s_hat, t)
+
+
+def heun_step(denoiser, x: torch.Tensor, s: float, t: float) -> torch.Tensor:
+    """One EDM Heun step s -> t (Karras et al. 2022, Alg. 1; Euler into t = 0): the deterministic part of Alg. 2 and
+    of Restart's forward and restart passes."""
+    d = (x - denoiser(x, s)) / s
+    x_euler = torch.add(x, d, alpha=t - s)
+    if t == 0:
+        return x_euler
+    d_next = (x_euler - denoiser(x_euler, t)) / t
+    return torch.add(torch.add(x, d, alpha=0.5 * (t - s)), d_next, alpha=0.5 * (t - s))
 
 
 register("euler_maruyama", EulerMaruyama)
