@@ -27,20 +27,12 @@ All other calls take the closed forms above unchanged. A result that float64 can
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 from ._big import BIG as _BIG
-from ._checks import (
-    DTYPE,
-    as_tensor,
-    check_generator,
-    check_int,
-    check_points,
-    check_sigma,
-    check_spd,
-    check_weights,
-)
+from ._checks import DTYPE, as_tensor, check_generator, check_int, check_points, check_sigma, check_spd, check_weights
 from .gmm_1d import OneDimensionalLaws
 from .gmm_scaled import ScaledForms
 
@@ -51,9 +43,8 @@ __all__ = ["GaussianMixture", "Gaussian"]
 _BIG_JAC = 1e70
 #: at most this many numbers drawn by one `sample` call (n * d; 16 GiB of float64)
 _MAX_DRAWS = 2**31
-#: (component, row, coordinate) entries per block of the closed-form denoiser: 64k float64 = 512 KiB, so that its
-#: temporaries stay in a core's cache (unblocked, the (B, K, d) arrays ran from main memory: 0.4-0.7x the per-
-#: component torch.distributions baseline at d = 3072, K = 8 and 64; benchmarks/bench_gmm_denoiser.py)
+#: (component, row, coordinate) entries per block of the denoiser: 64k float64 = 512 KiB, so that its temporaries
+#: stay in a core's cache (unblocked, 0.4-0.7x the torch.distributions baseline at d = 3072, K = 8 and 64)
 _BLOCK = 1 << 16
 
 
@@ -82,6 +73,7 @@ class GaussianMixture(OneDimensionalLaws, ScaledForms):
         """Bounds that select the closed forms' safe regime (module docstring): |mu| and sqrt(l_min / d)."""
         self._mu_max = float(self.means.abs().max())
         self._safe_dist = _BIG * math.sqrt(float(self.eigvals.min()) / self.d)
+        self._gauss_cache = {}  # sigma -> (g, ratio) of a single Gaussian (_denoiser_gaussian)
 
     @classmethod
     def from_diagonal(cls, weights, means, variances) -> GaussianMixture:
@@ -153,36 +145,53 @@ class GaussianMixture(OneDimensionalLaws, ScaledForms):
         g = self.eigvals[None] + var  # (B, K, d) or (1, K, d)
         return x, s, z, g
 
-    def _extreme(self, x, s, big: float = _BIG) -> bool:
-        """Whether (x, sigma) takes the scaled form (the test in `_prep`)."""
-        smax = float(s.detach()) if s.ndim == 0 else float(s.detach().max())
-        lo, hi = torch.aminmax(x.detach())  # max |x| in one pass, without an |x| temporary
-        return smax > big or max(-float(lo), float(hi)) + self._mu_max > self._safe_dist
+    def _fast_args(self, x, sigma):
+        """(x, float sigma) for the common call (CPU float64 (B, d) x without autograd, a real sigma, not extreme),
+        checked by one aminmax (NaN/inf propagate), else None: the full checks decide (same errors, same path)."""
+        if not (type(x) is torch.Tensor and x.dtype == DTYPE and x.ndim == 2 and x.shape[1] == self.d
+                and x.shape[0] > 0 and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled())):
+            return None
+        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):  # (numpy bools are not Real)
+            return None
+        s, (lo, hi) = float(sigma), map(float, torch.aminmax(x.detach()))
+        ok = 0.0 <= s <= _BIG and math.isfinite(lo) and math.isfinite(hi)
+        return (x, s) if ok and max(-lo, hi) + self._mu_max <= self._safe_dist else None
+
+    def _denoiser_gaussian(self, x, s):
+        """K = 1: D = mu + U diag(l/(l + s^2)) U^T (x - mu), in the eigenbasis: one product in, a diagonal scale,
+        one product out (no weights, no (B, K, d) temporaries). s: a float or a () or (B,) tensor."""
+        lam, mu = self.eigvals[0], self.means[0]
+        scalar = isinstance(s, float) or s.ndim == 0
+        var = s * s if isinstance(s, float) else (s**2 if scalar else (s**2)[:, None])
+        if isinstance(s, float):  # (g, ratio) cached per noise level: the same operations, the same values
+            if s not in self._gauss_cache:
+                if len(self._gauss_cache) >= 1024:  # (a solver run visits each grid level; meters rerun it)
+                    self._gauss_cache.clear()
+                self._gauss_cache[s] = (lam + var, lam / (lam + var))
+            g, ratio = self._gauss_cache[s]
+        else:  # a tensor sigma (a forward-mode dual keeps its tangent)
+            g, ratio = lam + var, lam / (lam + var)
+        if self.eigvecs is None and scalar:  # sigma^2/g mu + s/g x (a float var / g rounds as var * (1/g))
+            return torch.addcmul(torch.as_tensor(var, dtype=DTYPE) / g * mu, ratio, x)
+        if self.eigvecs is None:
+            return torch.addcmul(mu, ratio, x - mu)
+        U = self.eigvecs[0]
+        return torch.addmm(mu, ratio * ((x - mu) @ U), U.T)
 
     def _denoiser_blocked(self, x, s):
-        """The closed-form denoiser over blocks of about _BLOCK (row, component, coordinate) entries.
+        """The closed-form denoiser over blocks of about _BLOCK (row, component, coordinate) entries (K > 1).
 
         The same terms as the unblocked form (logits from z_k = U_k^T (x - mu_k), m_k = mu_k + U_k (s_k/g_k z_k)),
         summed as D = sum_k w_k mu_k + sum_k U_k (w_k s_k/g_k z_k): the (B, K, d) temporaries (25-200 MB at
         d = 3072) stay in cache, and the last sum over k and U_k is one (rows, K d) x (K d, d) product.
-        """
+        s: a float (one noise level) or a () or (B,) tensor."""
         B, K, d = x.shape[0], self.K, self.d
-        var = s**2  # () or (B,)
-        if K == 1:  # a single Gaussian: no weights, no (B, K, d) temporaries
-            g = self.eigvals[0] + (var[:, None] if var.ndim else var)
-            ratio = self.eigvals[0] / g
-            if self.eigvecs is None and var.ndim == 0:  # the convex combination sigma^2/g mu + s/g x: one pass
-                return torch.addcmul(var / g * self.means[0], ratio, x)
-            diff = x - self.means[0]
-            if self.eigvecs is None:
-                return torch.addcmul(self.means[0], ratio, diff)
-            U = self.eigvecs[0]
-            return torch.addmm(self.means[0], ratio * (diff @ U), U.T)
+        scalar = isinstance(s, float) or s.ndim == 0
+        var = s * s if isinstance(s, float) else s**2
         rows = max(1, _BLOCK // (K * d))
         full = self.eigvecs is not None
-        if full:
-            stacked = self.eigvecs.transpose(1, 2).reshape(K * d, d)  # rows (k, i): column i of U_k
-        if var.ndim == 0:
+        stacked = self.eigvecs.transpose(1, 2).reshape(K * d, d) if full else None  # rows (k, i): column i of U_k
+        if scalar:
             g_all = self.eigvals + var  # (K, d)
             ratio_all = self.eigvals / g_all
             head_all = self._log_w - 0.5 * torch.log(g_all).sum(-1)  # (K,)
@@ -192,7 +201,7 @@ class GaussianMixture(OneDimensionalLaws, ScaledForms):
             n = xb.shape[0]
             diff = xb[None] - self.means[:, None, :]  # (K, n, d)
             z = torch.bmm(diff, self.eigvecs) if full else diff  # U_k^T (x - mu_k)
-            if var.ndim == 0:
+            if scalar:
                 g, ratio, head = g_all[:, None, :], ratio_all[:, None, :], head_all[:, None]
             else:
                 g = self.eigvals[:, None, :] + var[r0 : r0 + rows, None]  # (K, n, d)
@@ -260,10 +269,18 @@ class GaussianMixture(OneDimensionalLaws, ScaledForms):
 
     def denoiser(self, x, sigma) -> torch.Tensor:
         """D(x, sigma) = E[x0 | x0 + sigma n = x], shape (B, d)."""
-        xs = check_points(x, self.d)
-        s = check_sigma(sigma, batch=xs.shape[0])
-        if not (torch.is_grad_enabled() and (xs.requires_grad or s.requires_grad)) and not self._extreme(xs, s):
-            return self._denoiser_blocked(xs, s)
+        fast = self._fast_args(x, sigma)
+        if fast is None:
+            xs = check_points(x, self.d)
+            s = check_sigma(sigma, batch=xs.shape[0])
+            if not (torch.is_grad_enabled() and (xs.requires_grad or s.requires_grad)) and not self._extreme(xs, s):
+                fast = xs, s
+        if fast is not None:
+            return self._denoiser_gaussian(*fast) if self.K == 1 else self._denoiser_blocked(*fast)
+        return self._denoiser_closed(x, sigma)
+
+    def _denoiser_closed(self, x, sigma) -> torch.Tensor:
+        """The unblocked closed form (autograd through x or sigma) and the scaled form (extreme arguments)."""
         _, s, z, g = self._prep(x, sigma)
         if g is None:
             _, t, r, logits, _, _ = self._scaled(s, z)

@@ -3,7 +3,7 @@
 Above sigma = 1e150, or for |x - mu_k| that far, sigma^2 and z^2 would overflow float64; the scaled form never forms
 them: t_k = hypot(sqrt(s_k), sigma), whitened residuals r_k = z_k / t_k, component log-densities relative to the
 nearest component (the formulas are in analytic/gmm.py's docstring). A mixin of analytic.gmm.GaussianMixture, which
-provides eigvals, means, K, _log_w and _from_eig.
+provides eigvals, means, K, _log_w, _from_eig, _mu_max and _safe_dist.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from ._big import BIG
 from ._checks import DTYPE
 
 __all__ = ["ScaledForms"]
@@ -37,6 +38,12 @@ class ScaledForms:
         top = t.amax(dim=(-1, -2), keepdim=True)  # log t relative to it: no cancellation against log sigma
         logits = self._log_w[None] - torch.log(t / top).sum(-1) - 0.5 * (n - nstar) * (n + nstar)
         return sv, t, r, logits, nstar[:, 0], top.reshape(-1)
+
+    def _extreme(self, x, s, big: float = BIG) -> bool:
+        """Whether (x, sigma) takes the scaled form (the test in GaussianMixture._prep)."""
+        smax = float(s.detach()) if s.ndim == 0 else float(s.detach().max())
+        lo, hi = torch.aminmax(x.detach())  # max |x| in one pass, without an |x| temporary
+        return smax > big or max(-float(lo), float(hi)) + self._mu_max > self._safe_dist
 
     def _scaled_weights(self, logits):
         return torch.ones_like(logits) if self.K == 1 else torch.softmax(logits, dim=-1)
