@@ -11,6 +11,18 @@ from sdm_verify import GridError, SolverDivergedError, count_nfe, schedules, sol
 
 F64 = torch.float64
 ALL = solvers.available()
+#: measured exceptions, each a finding (strict: an xfail that starts passing fails the run)
+FLOAT32_FINDINGS = {"bdia": "BDIA at gamma = 1 is only weakly stable (x_{k+1} = x_{k-1} + ..., a root of modulus 1): "
+                            "float32 rounding is carried undamped, ~2.6e-4 from float64 after 10 steps"}
+SMOKE_FINDINGS = {"hb_dpmpp_2m": "heavy ball (beta = 0.8) is first order but still pre-asymptotic at N = 8..32 "
+                                 "(local slope ~0.68 on the finest pair)",
+                  "hb_plms": "heavy ball (beta = 0.8) is first order but still pre-asymptotic at N = 8..32 "
+                             "(local slope ~0.62 on the finest pair)"}
+
+
+def with_findings(findings):
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=findings[n])) if n in findings else n
+            for n in ALL]
 GAUSS = Gaussian([0.5, -1.0, 0.2], [[1.0, 0.3, 0.0], [0.3, 0.5, 0.1], [0.0, 0.1, 0.2]])
 
 
@@ -30,7 +42,7 @@ def start(n=5, seed=0, dtype=F64):
 def test_declares_its_claims(name):
     s = make(name)
     assert isinstance(s.name, str) and s.name == name
-    assert s.order >= 1
+    assert s.order >= 1 if s.order is not None else s.claim_source.startswith("no order claimed")
     assert s.nfe(7) >= 7 and s.nfe_to_zero(7) >= 7 and isinstance(s.final_step, str)
 
 
@@ -84,7 +96,7 @@ def test_output_is_affine_on_a_gaussian(name):
     torch.testing.assert_close(s(GAUSS.denoiser, y, g), pred, rtol=1e-10, atol=1e-11)  # affine to round-off
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", with_findings(FLOAT32_FINDINGS))
 def test_float32_agrees_with_float64(name):
     s, g = make(name), grid(10)
     x64 = s(GAUSS.denoiser, start(), g)
@@ -94,7 +106,7 @@ def test_float32_agrees_with_float64(name):
     torch.testing.assert_close(x32.double(), x64, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", with_findings(SMOKE_FINDINGS))
 def test_convergence_smoke(name):
     """Errors against the exact Gaussian flow fall as N doubles (the order itself is the harness's job)."""
     s = make(name, process="ve")

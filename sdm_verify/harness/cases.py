@@ -112,13 +112,27 @@ class Case:
         return f"{self.solver}-{self.target}-{self.process}-{self.schedule}"
 
 
+#: registered solvers not yet in the theory matrix, with the reason. The PNDM and momentum families' claimed orders
+#: were recalled, not read from the papers' text (arXiv was out of reach when they were written): the matrix judges
+#: claims, so they wait for that reading; their measured orders are in tests/test_solvers_pndm_momentum_bdia.py and
+#: docs/solvers_more.md. BDIA claims no order.
+_UNREAD = "claimed order not yet read from the paper's text"
+NOT_IN_MATRIX = {"pndm": _UNREAD, "plms": _UNREAD, "s_pndm": _UNREAD, "hb_dpmpp_2m": _UNREAD, "hb_plms": _UNREAD,
+                 "ghvb": _UNREAD, "bdia": "no order claimed (a heuristic for exact inversion)"}
+
+
+def matrix_solvers() -> list[str]:
+    """The registered ODE solvers the theory matrix measures (all but NOT_IN_MATRIX)."""
+    return [n for n in solvers.available() if n not in NOT_IN_MATRIX]
+
+
 def default_cases(names=None) -> list[Case]:
-    names = list(names or solvers.available())
+    names = list(names or matrix_solvers())
     return [Case(s, t, p, sch) for s in names for (t, p, sch, keep) in DEFAULT_CONFIGS if keep(s)]
 
 
 def full_cases(names=None) -> list[Case]:
-    names = list(names or solvers.available())
+    names = list(names or matrix_solvers())
     return [Case(s, t, p, sch, wide=True) for s in names for t in FULL_TARGETS for p in FULL_PROCESSES
             for sch in FULL_SCHEDULES]
 
@@ -147,6 +161,6 @@ FULL_SAMPLER_NS = (16, 32, 64, 128)
 
 def full_sampler_cells(names=None) -> list[Cell]:
     """Cells of the full sampler (grids with zero=True: N steps, the last into sigma = 0) for every canonical solver."""
-    names = [n for n in (names or solvers.available()) if not solvers.needs_process(n)]
+    names = [n for n in (names or matrix_solvers()) if not solvers.needs_process(n)]
     return [Cell(t, s, "edm", n, "ve", final=True)
             for s in names for t in FULL_SAMPLER_TARGETS for n in FULL_SAMPLER_NS]

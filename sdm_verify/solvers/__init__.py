@@ -7,7 +7,23 @@ registered solvers share. Importing this package imports every solver family, ea
 from __future__ import annotations
 
 from ..grid import check_grid
-from . import ancestral, deis, dpm, dpmpp_sde, ipndm, native, restart, rk, sa_solver, sde, sdm, unipc  # noqa: F401  (registration side effects)
+from . import (  # noqa: F401  (registration side effects)
+           ancestral,
+           bdia,
+           deis,
+           dpm,
+           dpmpp_sde,
+           ipndm,
+           momentum,
+           native,
+           pndm,
+           restart,
+           rk,
+           sa_solver,
+           sde,
+           sdm,
+           unipc,
+)
 from .base import Solver, StepContext, ode_derivative
 from .interface import SolverInterface, has_coefficients
 from .registry import available, get, needs_process, register

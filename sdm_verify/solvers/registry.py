@@ -21,7 +21,7 @@ def register(name: str, cls: type, **defaults) -> None:
 
 
 #: listing order of the families (by module), then registration order within a family
-_FAMILY_ORDER = ("rk", "native", "dpm", "unipc", "deis", "ipndm", "sdm",
+_FAMILY_ORDER = ("rk", "native", "dpm", "unipc", "deis", "ipndm", "pndm", "momentum", "bdia", "sdm",
                  "sde", "ancestral", "dpmpp_sde", "sa_solver", "restart")
 
 
