@@ -168,14 +168,47 @@ def validate(spec: str, claimed: float | None = None, targets=None, *, config: d
             declared = math.nan
         if declared is None and not getattr(loaded.solver, "needs_noise", False):
             raise UsageError(f"--claimed-order: required, {spec} declares no numeric `order`")
-    return check(loaded, None if claimed is None else float(claimed), config,
-                 claimed_nfe_per_step=claimed_nfe_per_step, targets=targets, quick=quick, progress=progress)
+    result = check(loaded, None if claimed is None else float(claimed), config,
+                   claimed_nfe_per_step=claimed_nfe_per_step, targets=targets, quick=quick, progress=progress)
+    return with_shipped(result, loaded.solver, quick)
+
+
+def with_shipped(result, solver, quick: bool):
+    """For a diffusers scheduler: the result with what the order measurement imposed (`result.imposed`, rows of
+    key/user/imposed/why) and the as-shipped pass (sdm_verify.conformance.shipped) as the judged item
+    "as_shipped" (its FAIL fails the verdict). Other solvers: the result unchanged."""
+    from ..adapters.diffusers.solver import DiffusersSolver
+    from ..conformance.shipped import as_shipped
+
+    result.imposed, result.shipped = None, None
+    if isinstance(solver, DiffusersSolver):
+        result.imposed = solver.imposed
+        result.shipped = as_shipped(solver, quick=quick)
+        result.items["as_shipped"] = result.shipped.item()
+    return result
+
+
+def verdict_text(result) -> str:
+    """The verdict table, with the imposed list and the as-shipped table of a diffusers scheduler before it."""
+    from ..adapters.diffusers.imposed import imposed_text
+
+    parts = []
+    if getattr(result, "imposed", None):
+        parts.append(imposed_text(result.imposed))
+    if getattr(result, "shipped", None) is not None:
+        parts.append(result.shipped.table())
+    return "\n\n".join([*parts, result.table()])
 
 
 def validation_json(result) -> dict:
     """The --json document: claimed and measured orders (overall, per process, per schedule), NFE, symbolic order,
     identities, float32 drift, final step, determinism, items, verdict and the per-case details."""
-    return result.to_json()
+    doc = result.to_json()
+    if getattr(result, "imposed", None) is not None:
+        doc["imposed"] = result.imposed
+    if getattr(result, "shipped", None) is not None:
+        doc["as_shipped"] = result.shipped.to_json()
+    return doc
 
 
 def run(args) -> int:
@@ -188,7 +221,7 @@ def run(args) -> int:
     config = read_config(args.config)
     result = validate(args.solver, args.claimed_order, args.targets, config=config,
                       claimed_nfe_per_step=args.claimed_nfe_per_step, quick=args.quick)
-    print(result.table())
+    print(verdict_text(result))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(validation_json(result), indent=2) + "\n", encoding="utf-8")

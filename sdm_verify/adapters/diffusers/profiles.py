@@ -14,6 +14,13 @@ Stochastic (stochastic.py, stochastic_profiles.py): EulerAncestralDiscrete, DPMS
 from __future__ import annotations
 
 from .exponential_profiles import DEISProfile, DPMSolverSinglestepProfile, UniPCProfile
+from .more_profiles import (
+    EDMDPMSolverMultistepProfile,
+    FlowMatchHeunProfile,
+    IPNDMProfile,
+    KDPM2Profile,
+    PNDMProfile,
+)
 from .scheduler_profile import SchedulerProfile
 from .sigma_profiles import (
     EDMEulerProfile,
@@ -28,7 +35,8 @@ PROFILES: dict[str, SchedulerProfile] = {
     name: profile
     for profile in (DPMSolverMultistepSDEProfile(), DPMSolverSinglestepProfile(), UniPCProfile(), DEISProfile(),
                     EulerDiscreteProfile(), HeunDiscreteProfile(), LMSDiscreteProfile(), FlowMatchEulerProfile(),
-                    EDMEulerProfile(), EulerAncestralProfile(), DDIMProfile(), DDPMProfile())
+                    EDMEulerProfile(), EulerAncestralProfile(), DDIMProfile(), DDPMProfile(), KDPM2Profile(),
+                    EDMDPMSolverMultistepProfile(), FlowMatchHeunProfile(), IPNDMProfile(), PNDMProfile())
     for name in profile.classes
 }
 

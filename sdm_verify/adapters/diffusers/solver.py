@@ -176,7 +176,10 @@ class DiffusersSolver(Solver):
                 raise ValueError(f"sigmas: {self.cls.__name__} cannot take a step into sigma = 0 ({self.final_step}); "
                                  "end the grid at sigma_min > 0")
             if mode == "config" and "final_sigmas_type" in self.effective_config:
-                config["final_sigmas_type"] = "zero" if final_zero else "sigma_min"
+                config["final_sigmas_type"] = "zero" if final_zero else "sigma_min"  # listed in `imposed`
+            harness_config = getattr(self.profile, "harness_config", None)
+            if harness_config is not None:
+                config.update(harness_config(self.effective_config, n))
         try:
             sched = self._construct(config)
         except ValueError as exc:
@@ -206,11 +209,23 @@ class DiffusersSolver(Solver):
 
     def nfe(self, n_steps: int) -> int:
         """Model calls for n steps on a grid ending above 0."""
-        return 2 * n_steps if self.profile.layout == "heun" else n_steps
+        return 2 * n_steps if self.profile.layout == "heun" else n_steps + self._extra_nfe()
 
     def nfe_to_zero(self, n_steps: int) -> int:
         """Model calls for n steps, the last into sigma = 0."""
-        return 2 * n_steps - 1 if self.profile.layout == "heun" else n_steps
+        return 2 * n_steps - 1 if self.profile.layout == "heun" else n_steps + self._extra_nfe()
+
+    def _extra_nfe(self) -> int:
+        extra = getattr(self.profile, "nfe_extra", None)
+        return 0 if extra is None else int(extra(self.effective_config))
+
+    @property
+    def imposed(self) -> list[dict]:
+        """What the order measurement imposes on the user's config and run, one dict per key: key, user (the user's
+        value, or the class default), imposed, why (imposed.py). The user's config itself is never changed."""
+        from .imposed import imposed_changes
+
+        return imposed_changes(self)
 
     # ------------------------------------------------------------------ running
     def __call__(self, denoiser, x: torch.Tensor, sigmas, callback=None) -> torch.Tensor:
@@ -290,6 +305,10 @@ class DiffusersSolver(Solver):
         ends_zero = bool(grid[-1] == 0)
         sched = self._scheduler(n, ends_zero)
         g = grid.numpy()
+        if hasattr(self.profile, "impose_grid"):  # the profile writes the grid in the scheduler's own layout
+            ts, call_sigmas = self.profile.impose_grid(sched, cfg, g)
+            lookup = TimestepLookup(self.cls.__name__, ts, call_sigmas)
+            return self._loop(sched, self._fake_model(denoiser, lookup), x, float(g[0]), float(g[-1]))
         positive = g[g > 0]
         ts = np.asarray(self.profile.harness_timesteps(sched, cfg, positive), dtype=np.float64)
         if np.any(np.diff(ts) == 0):
