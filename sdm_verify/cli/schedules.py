@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
+from ..harness.store_path import check_store_path
 from ..report.page import check_output_dir
 from .validate import check_output
 
@@ -15,11 +17,14 @@ def add_parser(sub) -> None:
                        description="Compute the certified error-minimising N-step grid of each solver on exact "
                        "targets, score the fixed and published schedules against it, and write OUT/index.md with "
                        "figures. --quick: euler, heun, dpmpp_2m on gauss-1d (N(0, 0.5^2), VE 80 -> 0.002), "
-                       "N in {2, 3, 4, 8}.")
+                       "N in {2, 3, 4, 8}; the full matrix: docs/schedules.md.")
     s.add_argument("--quick", action="store_true", help="the quick matrix (about a minute)")
     s.add_argument("--json", metavar="FILE", help="write the rows (solver, target, process, N, schedule, grid, "
                    "error) as a JSON list")
     s.add_argument("--out", default="reports/schedules", help="report folder (default: reports/schedules)")
+    s.add_argument("--store", default="results/schedules.sqlite", help="results store: each cell is written as "
+                   "it finishes and reused by a rerun of the same code (default: results/schedules.sqlite)")
+    s.add_argument("--no-store", action="store_true", help="compute everything in memory, store nothing")
     s.add_argument("--no-published", action="store_true", help="score only the fixed schedules (EDM, logSNR, "
                    "uniform t) against the optimum")
     s.set_defaults(func=run)
@@ -31,7 +36,12 @@ def run(args) -> int:
     out_json = check_output(args.json)
     out = check_output_dir(args.out, "--out")
     torch.set_num_threads(1)
-    rows = study.run(quick=args.quick, with_published=not args.no_published)
+    store = None
+    if not args.no_store:
+        if args.store and not Path(args.store).parent.exists():
+            Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+        store = check_store_path(args.store, name="--store")
+    rows = study.run(quick=args.quick, with_published=not args.no_published, store=store)
     if out_json is not None:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n", encoding="utf-8")

@@ -1,137 +1,117 @@
-"""The schedule study: every scored schedule against the exact optimum, per (solver, target, N) (issue #16).
+"""The schedule study: every scored schedule against the exact optimum, per (solver, target, N, endpoint) (issue #16).
 
-    rows        one per (solver, target, process, N, schedule): its grid and its exact error (the target's meter:
-                Bures W2 on a Gaussian, quantile W2 in 1-D), with the optimum as schedule "optimal" (certified; a
-                cell whose optimiser did not converge or whose certificate failed is kept, marked, never called
-                optimal).
+    rows        one per (solver, target, process, N, schedule, final): its grid and its exact error, with the
+                optimum as schedule "optimal" (certified; a cell whose optimiser did not converge or whose
+                certificate failed is kept, marked, never called optimal). One cell = studies/schedules/cells.py.
+    store       each cell's rows are written to a results store (harness.store) as the cell finishes, keyed by the
+                cell's config and the fingerprint of the code that computes it: a rerun reuses what is stored for
+                the same code and recomputes what changed; a killed run loses at most the cell in progress.
     efficiency  error(optimal) / error(schedule), <= 1 up to the optimiser's tolerance.
 
-The quick matrix is the issue's: the 1-D Gaussian N(0, 0.5^2) (`gauss-1d`), VE from sigma 80 to 0.002, N in
-{2, 3, 4, 8}. Published schedules that need the target and solver (SDM's eta-bounded schedule, studies/sdm; COS,
-GITS, AYS, OSS: cos.py, gits.py, ays.py, oss.py) are computed on the same target; the fixed ones (EDM rho = 7,
-logSNR, uniform t) need neither.
+Matrices:
+    quick   the issue's: euler, heun, dpmpp_2m on `gauss-1d` (N(0, 0.5^2)), VE from sigma 80 to 0.002, N in
+            {2, 3, 4, 8}.
+    full    euler, heun, dpmpp_2m, unipc, ipndm and SDM's adaptive solver (`sdm`) on `gauss-1d` and `gauss-spec16`,
+            N in {5, 8, 10, 18, 32, 64}, to sigma_min; the full sampler into 0 for euler, heun, dpmpp_2m on
+            `gauss-spec16` at N in {5, 10}; the 1-D mixture `gmm-1d` (exact quantile W2, ~0.5 s per error at
+            N = 5, so minutes per optimum) for euler, heun, dpmpp_2m at N = 5 from the EDM start only.
+    Cells at larger N take the optimum at the previous N of the same (solver, target, final) as a warm start.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import torch
-
-from analytic import Gaussian
-from analytic import processes as oracle_processes
-
-from ... import schedules
 from ...errors import InputError
-from ...harness import targets
+from ...harness import fingerprint
 from ...harness.progress import Progress
-from .optimum import grid_error, optimal_grid
+from ...harness.store import ResultStore
+from .cells import FIXED, SIGMA_MAX, SIGMA_MIN, Row, compute, target  # noqa: F401  (re-exported)
 
-SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
-QUICK = dict(solvers=("euler", "heun", "dpmpp_2m"), targets=("gauss-1d",), ns=(2, 3, 4, 8))
-FULL = dict(solvers=("euler", "heun", "dpmpp_2m", "unipc", "ipndm"), targets=("gauss-1d", "gauss-4d"),
-            ns=(2, 3, 4, 5, 8, 10))
-FIXED = ("edm", "logsnr", "uniform_t")
-
-
-def target(name: str):
-    """`gauss-1d` (N(0, 0.5^2), the issue's quick target) or an embedded target of the theory harness."""
-    if name == "gauss-1d":
-        return Gaussian([0.0], [[0.25]])
-    return targets.get(name)
+STUDY = "schedules/v1"
+FULL_SOLVERS = ("euler", "heun", "dpmpp_2m", "unipc", "ipndm", "sdm")
+FULL_NS = (5, 8, 10, 18, 32, 64)
 
 
-def _sdm(solver, tgt, n, sigma_min, sigma_max):
-    """SDM's eta-bounded schedule (studies/sdm), built on 256 exact draws of p_sigma_max and resampled to n steps."""
-    x = tgt.sample(256, sigma=sigma_max, generator=torch.Generator().manual_seed(0))
-    return schedules.get("sdm")(n, sigma_min, sigma_max, denoiser=tgt.denoiser, x=x)
-
-
-def published() -> dict:
-    """name -> schedule(solver, target, n, sigma_min, sigma_max) of the published methods that are present."""
-    out = {"sdm": _sdm}
-    for module, name in (("cos", "cos"), ("gits", "gits"), ("ays", "ays"), ("oss", "oss")):
-        try:
-            mod = __import__(f"{__package__}.{module}", fromlist=[name])
-        except ImportError:
-            continue
-        out[name] = getattr(mod, name)
-    return out
-
-
-@dataclass
-class Row:
+@dataclass(frozen=True)
+class Cell:
     solver: str
     target: str
-    process: str
     N: int
-    schedule: str
-    grid: list
-    error: float
-    seconds: float
-    status: str = "ok"  # ok / not converged / not certified / failed: <reason>
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["error"] = self.error if math.isfinite(self.error) else None
-        return d
+    final: str = "sigma_min"
+    starts: tuple = ("edm", "logsnr", "random")
 
 
-def _fixed(name: str, n: int) -> torch.Tensor:
-    fn = schedules.get(name)
-    if schedules.uses_process(name):
-        return fn(n, SIGMA_MIN, SIGMA_MAX, process=oracle_processes.get("ve"))
-    return fn(n, SIGMA_MIN, SIGMA_MAX)
+def plan(quick: bool = True, solvers=None, target_names=None, ns=None) -> list[Cell]:
+    """The cells of the quick or full matrix (module docstring); solvers/target_names/ns restrict the main block."""
+    if ns is not None and any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in ns):
+        raise InputError(f"ns: step counts must be integers >= 1 (got {list(ns)})")
+    if quick:
+        return [Cell(s, t, n) for t in (target_names or ("gauss-1d",)) for s in (solvers or ("euler", "heun",
+                "dpmpp_2m")) for n in (ns or (2, 3, 4, 8))]
+    cells = [Cell(s, t, n) for t in (target_names or ("gauss-1d", "gauss-spec16")) for s in (solvers or FULL_SOLVERS)
+             for n in (ns or FULL_NS)]
+    if solvers is None and target_names is None and ns is None:
+        cells += [Cell(s, "gauss-spec16", n, "zero") for s in ("euler", "heun", "dpmpp_2m") for n in (5, 10)]
+        cells += [Cell(s, "gmm-1d", 5, starts=("edm",)) for s in ("euler", "heun", "dpmpp_2m")]
+    return cells
+
+
+def code() -> dict:
+    """The fingerprint of the code that computes a cell (cells.py and everything it imports in sdm_verify and
+    analytic), with the versions of torch, numpy, scipy and sdm_verify."""
+    part = fingerprint.modules_part("schedules", ("sdm_verify.studies.schedules.cells",),
+                                    ("sdm_verify", "analytic"))
+    return {"schedules": part.digest, **fingerprint.versions()}
+
+
+def config(cell: Cell, with_published: bool, warm_from: int | None) -> dict:
+    return {"study": STUDY, "solver": cell.solver, "target": cell.target, "process": "ve", "N": cell.N,
+            "final": cell.final, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX, "published": bool(with_published),
+            "starts": list(cell.starts), "warm_from": warm_from, "code": code()}
 
 
 def run(quick: bool = True, solvers=None, target_names=None, ns=None, with_published: bool = True,
-        progress: bool = True) -> list[Row]:
-    """The study's rows (module docstring)."""
-    plan = dict(QUICK if quick else FULL)
-    solvers = tuple(solvers or plan["solvers"])
-    target_names = tuple(target_names or plan["targets"])
-    ns = tuple(ns or plan["ns"])
-    if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in ns):
-        raise InputError(f"ns: step counts must be integers >= 1 (got {list(ns)})")
-    extra = published() if with_published else {}
-    cells = [(s, t, n) for t in target_names for s in solvers for n in ns]
+        progress: bool = True, store=None) -> list[Row]:
+    """The study's rows (module docstring). store: a results-store path (or an open ResultStore); None computes
+    everything in memory."""
+    cells = plan(quick, solvers, target_names, ns)
+    own = store is not None and not isinstance(store, ResultStore)
+    db = ResultStore(store) if own else store
     rows: list[Row] = []
-    with Progress(len(cells), "schedules", enabled=progress) as bar:
-        for solver, tname, n in cells:
-            tgt = target(tname)
-            for name in FIXED:
-                t0 = time.perf_counter()
-                g = _fixed(name, n)
-                rows.append(Row(solver, tname, "ve", n, name, g.tolist(), grid_error(solver, tgt, g),
-                                time.perf_counter() - t0))
-            for name, fn in extra.items():
-                t0 = time.perf_counter()
-                try:
-                    g = fn(solver, tgt, n, SIGMA_MIN, SIGMA_MAX)
-                    rows.append(Row(solver, tname, "ve", n, name, g.tolist(), grid_error(solver, tgt, g),
-                                    time.perf_counter() - t0))
-                except Exception as exc:  # noqa: BLE001  a method that cannot run on this cell is reported
-                    rows.append(Row(solver, tname, "ve", n, name, [], math.inf, time.perf_counter() - t0,
-                                    f"failed: {type(exc).__name__}: {exc}"))
-            t0 = time.perf_counter()
-            opt = optimal_grid(solver, tgt, n, SIGMA_MIN, SIGMA_MAX)
-            status = "ok" if opt.optimal else ("not converged" if not opt.converged else "not certified")
-            rows.append(Row(solver, tname, "ve", n, "optimal", opt.grid.tolist(), opt.error,
-                            time.perf_counter() - t0, status))
-            bar.update()
+    best: dict = {}  # (solver, target, final) -> (N, optimal grid) of the largest N done so far
+    try:
+        with Progress(len(cells), "schedules", enabled=progress) as bar:
+            for cell in cells:
+                prev = best.get((cell.solver, cell.target, cell.final))
+                warm = prev if prev is not None and prev[0] < cell.N else None
+                cfg = config(cell, with_published, warm[0] if warm else None)
+                hit = db.get(cfg) if db is not None else None
+                if hit is not None:
+                    got = [Row.from_dict(d) for d in hit["rows"]]
+                else:
+                    got = compute(cell.solver, cell.target, cell.N, cell.final, with_published,
+                                  warm[1] if warm else None, cell.starts)
+                    if db is not None:
+                        db.put(cfg, {"rows": [r.to_dict() for r in got]})
+                rows += got
+                opt = next(r for r in got if r.schedule == "optimal")
+                if opt.grid and math.isfinite(opt.error):
+                    best[(cell.solver, cell.target, cell.final)] = (cell.N, opt.grid)
+                bar.update()
+    finally:
+        if own:
+            db.close()
     return rows
 
 
 def efficiency(rows: list[Row]) -> dict:
-    """(solver, target, N, schedule) -> error(optimal) / error(schedule) (None where either is missing or 0/0)."""
-    best = {(r.solver, r.target, r.N): r.error for r in rows if r.schedule == "optimal"}
+    """(solver, target, N, schedule, final) -> error(optimal) / error(schedule) (None where either is missing or 0)."""
+    best = {(r.solver, r.target, r.N, r.final): r.error for r in rows if r.schedule == "optimal"}
     out = {}
     for r in rows:
-        o = best.get((r.solver, r.target, r.N))
-        if o is None or not math.isfinite(r.error) or r.error <= 0:
-            out[(r.solver, r.target, r.N, r.schedule)] = None
-        else:
-            out[(r.solver, r.target, r.N, r.schedule)] = o / r.error
+        o = best.get((r.solver, r.target, r.N, r.final))
+        key = (r.solver, r.target, r.N, r.schedule, r.final)
+        out[key] = None if o is None or not math.isfinite(r.error) or r.error <= 0 else o / r.error
     return out
