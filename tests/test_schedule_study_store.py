@@ -69,7 +69,7 @@ def test_store_reuses_cells_and_recomputes_on_new_code(tmp_path, monkeypatch):
     again = study.run(store=db, with_published=False, progress=False)
     assert calls == [] and [r.to_dict() for r in again] == [r.to_dict() for r in first]
     code = study.code()
-    monkeypatch.setattr(study, "code", lambda: {**code, "schedules": "another version of the code"})
+    monkeypatch.setattr(study, "code", lambda solver=None: {**code, "schedules": "another version of the code"})
     study.run(store=db, with_published=False, progress=False)
     assert len(calls) == 1
 
@@ -123,3 +123,11 @@ def test_warm_start_interpolates_log_sigma():
     assert float(w[2]) == pytest.approx(8.0, rel=1e-12) and float(w[4]) == pytest.approx(0.8, rel=1e-12)
     z = cells.warm_start(torch.cat([g, torch.zeros(1, dtype=g.dtype)]), 5, "zero")
     assert z.numel() == 6 and float(z[-1]) == 0.0 and float(z[-2]) == pytest.approx(0.002)
+
+
+def test_a_budget_skips_cells_and_says_so(tmp_path, monkeypatch):
+    plan = study.plan
+    monkeypatch.setattr(study, "plan", lambda quick, *a: plan(True, ("euler",), ("gauss-1d",), (2, 3)))
+    rows = study.run(store=tmp_path / "s.sqlite", with_published=False, progress=False, budget_s=0.0)
+    missing = [r for r in rows if r.status.startswith("not computed")]
+    assert {r.N for r in missing} == {2, 3} and all(r.schedule == "optimal" and not r.grid for r in missing)

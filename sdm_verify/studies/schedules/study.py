@@ -21,6 +21,7 @@ Matrices:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 from ...errors import InputError
@@ -55,27 +56,42 @@ def plan(quick: bool = True, solvers=None, target_names=None, ns=None) -> list[C
     if solvers is None and target_names is None and ns is None:
         cells += [Cell(s, "gauss-spec16", n, "zero") for s in ("euler", "heun", "dpmpp_2m") for n in (5, 10)]
         cells += [Cell(s, "gmm-1d", 5, starts=("edm",)) for s in ("euler", "heun", "dpmpp_2m")]
-    return cells
+    return sorted(cells, key=lambda c: c.N)  # stable: every family at small N first (warm starts need N - 1 done)
 
 
-def code() -> dict:
-    """The fingerprint of the code that computes a cell (cells.py and everything it imports in sdm_verify and
-    analytic), with the versions of torch, numpy, scipy and sdm_verify."""
-    part = fingerprint.modules_part("schedules", ("sdm_verify.studies.schedules.cells",),
-                                    ("sdm_verify", "analytic"))
-    return {"schedules": part.digest, **fingerprint.versions()}
+#: the study's own code: cells.py and its imports within these packages (the solver is fingerprinted on its own)
+SCOPE = ("sdm_verify.studies.schedules", "sdm_verify.studies.sdm", "sdm_verify.schedules", "sdm_verify.harness",
+         "analytic") + fingerprint.BASE_MODULES
+
+
+#: cells.py, and SDM's schedule (reached through the schedule registry by name, so not an import of cells.py)
+STARTS = ("sdm_verify.studies.schedules.cells", "sdm_verify.studies.sdm.schedule")
+
+
+def code(solver: str | None = None) -> dict:
+    """The fingerprint of the code that computes a cell: the study's modules (cells.py and its imports in SCOPE), the
+    solver's own code (harness.fingerprint.solver_part: its class's modules and their imports), and the versions of
+    torch, numpy, scipy and sdm_verify. A change elsewhere (another solver, a report) keeps the stored cells."""
+    part = fingerprint.modules_part("schedules", STARTS, SCOPE)
+    out = {"schedules": part.digest}
+    if solver is not None:
+        from ... import solvers
+        out["solver"] = fingerprint.solver_part(type(solvers.get(solver))).digest
+    return {**out, **fingerprint.versions()}
 
 
 def config(cell: Cell, with_published: bool, warm_from: int | None) -> dict:
     return {"study": STUDY, "solver": cell.solver, "target": cell.target, "process": "ve", "N": cell.N,
             "final": cell.final, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX, "published": bool(with_published),
-            "starts": list(cell.starts), "warm_from": warm_from, "code": code()}
+            "starts": list(cell.starts), "warm_from": warm_from, "code": code(cell.solver)}
 
 
 def run(quick: bool = True, solvers=None, target_names=None, ns=None, with_published: bool = True,
-        progress: bool = True, store=None) -> list[Row]:
+        progress: bool = True, store=None, budget_s: float | None = None) -> list[Row]:
     """The study's rows (module docstring). store: a results-store path (or an open ResultStore); None computes
-    everything in memory."""
+    everything in memory. budget_s: no cell is started after this many seconds; a cell not stored and not computed
+    is one row `optimal` with status "not computed (budget)" (a rerun with the store computes it)."""
+    t0 = time.perf_counter()
     cells = plan(quick, solvers, target_names, ns)
     own = store is not None and not isinstance(store, ResultStore)
     db = ResultStore(store) if own else store
@@ -90,6 +106,11 @@ def run(quick: bool = True, solvers=None, target_names=None, ns=None, with_publi
                 hit = db.get(cfg) if db is not None else None
                 if hit is not None:
                     got = [Row.from_dict(d) for d in hit["rows"]]
+                elif budget_s is not None and time.perf_counter() - t0 >= budget_s:
+                    rows.append(Row(cell.solver, cell.target, "ve", cell.N, "optimal", [], math.inf, 0.0,
+                                    f"not computed (budget {budget_s:g} s)", final=cell.final))
+                    bar.update()
+                    continue
                 else:
                     got = compute(cell.solver, cell.target, cell.N, cell.final, with_published,
                                   warm[1] if warm else None, cell.starts)
