@@ -12,7 +12,7 @@ import sqlite3
 import sys
 import traceback
 
-from . import oracle, real, report, schedules, stochastic, theory, validate
+from . import guidance, oracle, real, report, schedules, stochastic, theory, validate
 from .common import Parser
 
 #: exit status of an internal error (a bug in sdm-verify, not in its input)
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                "success, 1 a checked claim failed (theory: a verdict changed against the baseline), 2 bad usage "
                "or bad input (one line naming the argument), 3 an internal error (please report it).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (oracle, theory, report, real, validate, stochastic, schedules):
+    for command in (oracle, theory, report, real, validate, stochastic, schedules, guidance):
         command.add_parser(sub)
     return p
 
