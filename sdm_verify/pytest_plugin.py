@@ -39,6 +39,9 @@ def pytest_addoption(parser):
                     default=None, help="check counted NFE = K N exactly")
     group.addoption("--sdm-verify-quick", dest="sdm_verify_quick", action="store_true", default=False,
                     help="measure orders on gmm-8d (EDM and logSNR grids) only")
+    group.addoption("--sdm-verify-guidance", dest="sdm_verify_guidance", type=float, metavar="W", default=None,
+                    help="run the check on the classifier-free-guided field D_u + W (D_c - D_u) (W finite, >= 0; "
+                    "adds the item sdm-verify::guidance; sdm_verify.conformance.guided)")
     group.addoption("--sdm-verify-targets", dest="sdm_verify_targets", metavar="T1,T2", default=None,
                     help="restrict the order measurements to these comma-separated targets")
 
@@ -100,6 +103,10 @@ def pytest_configure(config):
         value = config.getoption(dest)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise pytest.UsageError(f"{option}: must be a finite number > 0 (got {value})")
+    guidance = config.getoption("sdm_verify_guidance")
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise pytest.UsageError(f"--sdm-verify-guidance: the guidance scale must be a finite number >= 0 (got "
+                                f"{guidance})")
     targets = config.getoption("sdm_verify_targets")
     if targets is not None and not [t for t in targets.split(",") if t.strip()]:
         raise pytest.UsageError(f"--sdm-verify-targets: expected comma-separated target names (got {targets!r})")
@@ -109,7 +116,10 @@ def pytest_collection_modifyitems(session, config, items):
     """Append the conformance items (before -k / -m deselection, which then applies to them too)."""
     if not config.getoption("sdm_verify"):
         return
-    for name in STOCHASTIC_ITEMS if _stochastic(config) else ITEMS:
+    names = STOCHASTIC_ITEMS if _stochastic(config) else ITEMS
+    if config.getoption("sdm_verify_guidance") is not None and names is ITEMS:  # the guided check's own item
+        names = (*ITEMS, "guidance")
+    for name in names:
         items.append(ConformanceItem.from_parent(session, name=f"sdm-verify::{name}",
                                                  nodeid=f"sdm-verify::{name}", item_name=name))
 
@@ -142,7 +152,8 @@ def _run_check(config):
             stash["result"] = check(config.getoption("sdm_verify"), config.getoption("sdm_verify_claimed_order"),
                                     cfg, claimed_nfe_per_step=config.getoption("sdm_verify_nfe"),
                                     targets=[t.strip() for t in targets.split(",")] if targets else None,
-                                    quick=config.getoption("sdm_verify_quick"), progress=False)
+                                    quick=config.getoption("sdm_verify_quick"), progress=False,
+                                    guidance=config.getoption("sdm_verify_guidance"))
         except json.JSONDecodeError as exc:
             stash["error"] = ValueError(f"--sdm-verify-config: not valid JSON ({exc})")
         except Exception as exc:

@@ -67,6 +67,11 @@ def test_registered_solvers_and_the_point_mass_and_affine_identities(name):
         # its 4-point weights sum to the step only when r0 r2 = r1^2 (verdicts.KNOWN_DEVIATIONS): not consistent on a
         # non-uniform grid, so it misses even the constant-D flow by far more than rounding
         assert not ok_pm and err_pm > 1e-8, detail
+    elif name == "bdia":
+        # exact on a point mass in exact arithmetic (every trajectory is linear in sigma, and the step is exact on
+        # such lines), but at gamma = 1 the two-step recurrence has a root of modulus 1: rounding is carried
+        # undamped (tests/test_solvers_common.py, float32 finding); measured 2.7e-12 on the irregular grid, N = 11
+        assert err_pm < 1e-10, detail
     else:
         assert ok_pm and err_pm < conformance.IDENTITY_RTOL, detail
 

@@ -45,6 +45,12 @@ def add_parser(sub) -> None:
                    help=f"restrict the order measurements to these targets ({', '.join(available_targets())}; "
                    "default: all)")
     v.add_argument("--quick", action="store_true", help="measure orders on gmm-8d (EDM and logSNR grids) only")
+    v.add_argument("--guidance", type=float, metavar="W", help="check the solver on the classifier-free-guided field "
+                   "D_u + W (D_c - D_u) (W finite, >= 0; diffusers guidance_scale = k-diffusion cond_scale = W): "
+                   "orders on a joint Gaussian (exact law) and a labelled mixture (DOP853 reference); diffusers "
+                   "schedulers get the pipeline's eps_u + W (eps_c - eps_u) (the conditional branch alone for W <= 1), "
+                   "k-diffusion samplers a CFG denoiser wrapper; one NFE = one batched call of both branches "
+                   "(sdm_verify.conformance.guided)")
     v.set_defaults(func=run)
 
 
@@ -153,9 +159,13 @@ def check_output(text: str | None) -> Path | None:
 
 
 def validate(spec: str, claimed: float | None = None, targets=None, *, config: dict | None = None,
-             claimed_nfe_per_step: float | None = None, quick: bool = False, progress: bool = True):
+             claimed_nfe_per_step: float | None = None, quick: bool = False, progress: bool = True,
+             guidance: float | None = None):
     """The conformance check (sdm_verify.conformance.check) of `spec` against `claimed` (default: the solver's
-    declared `order`; a declared order that cannot be read fails the order item). Returns the ConformanceResult."""
+    declared `order`; a declared order that cannot be read fails the order item), on the guided field at scale
+    `guidance` when given. Returns the ConformanceResult."""
+    if guidance is not None:
+        check_guidance(guidance)
     if claimed is not None:
         positive(claimed, "--claimed-order")
     if claimed_nfe_per_step is not None:
@@ -169,8 +179,20 @@ def validate(spec: str, claimed: float | None = None, targets=None, *, config: d
         if declared is None and not getattr(loaded.solver, "needs_noise", False):
             raise UsageError(f"--claimed-order: required, {spec} declares no numeric `order`")
     result = check(loaded, None if claimed is None else float(claimed), config,
-                   claimed_nfe_per_step=claimed_nfe_per_step, targets=targets, quick=quick, progress=progress)
+                   claimed_nfe_per_step=claimed_nfe_per_step, targets=targets, quick=quick, progress=progress,
+                   guidance=guidance)
     return with_shipped(result, loaded.solver, quick)
+
+
+def check_guidance(value) -> float:
+    """--guidance: a finite number >= 0, else a one-line usage error naming --guidance."""
+    from ..conformance.guided import check_scale
+    from ..errors import InputError
+
+    try:
+        return check_scale(value, "--guidance")
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def with_shipped(result, solver, quick: bool):
@@ -185,6 +207,8 @@ def with_shipped(result, solver, quick: bool):
         result.imposed = solver.imposed
         result.shipped = as_shipped(solver, quick=quick)
         result.items["as_shipped"] = result.shipped.item()
+        if getattr(result, "guidance", None) is not None:  # the as-shipped pass runs unguided
+            result.guidance["items_unguided"].append("as_shipped")
     return result
 
 
@@ -218,9 +242,11 @@ def run(args) -> int:
         positive(args.claimed_order, "--claimed-order")
     if args.claimed_nfe_per_step is not None:
         positive(args.claimed_nfe_per_step, "--claimed-nfe-per-step")
+    if args.guidance is not None:
+        check_guidance(args.guidance)
     config = read_config(args.config)
     result = validate(args.solver, args.claimed_order, args.targets, config=config,
-                      claimed_nfe_per_step=args.claimed_nfe_per_step, quick=args.quick)
+                      claimed_nfe_per_step=args.claimed_nfe_per_step, quick=args.quick, guidance=args.guidance)
     print(verdict_text(result))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import math
 from ..adapters import spec as specs
 from ..errors import InputError
 from ..harness.targets import available as available_targets
-from . import declared, stochastic
+from . import declared, guided, stochastic
 from .context import Context, Progress
 from .items import CHECKS, ITEMS, RUN_ORDER, affine, determinism, final_step, float32, order, point_mass, symbolic
 from .result import ConformanceResult, Item
@@ -25,17 +25,24 @@ from .result import ConformanceResult, Item
 
 def check(spec_or_solver, claimed_order: float | None = None, config: dict | None = None, *,
           claimed_nfe_per_step: float | None = None, targets=None, quick: bool = False,
-          progress: bool = True) -> ConformanceResult:
+          progress: bool = True, guidance: float | None = None) -> ConformanceResult:
     """Run every conformance item on a solver: a SPEC string (sdm_verify.adapters.spec), a LoadedSolver or a
     callable solver(denoiser, x, sigmas). `claimed_order` defaults to the solver's declared `order`; `targets`
-    restricts the order measurements; `quick` measures orders on gmm-8d (EDM and logSNR grids) only."""
+    restricts the order measurements; `quick` measures orders on gmm-8d (EDM and logSNR grids) only. `guidance` (a
+    finite scale w >= 0): the check on the classifier-free-guided field D_u + w (D_c - D_u) instead
+    (conformance.guided; a GuidedResult)."""
     _check_options(spec_or_solver, config, targets, quick, progress)
+    if guidance is not None:
+        guidance = guided.check_scale(guidance)
     if claimed_order is not None:
         claimed_order = _positive(claimed_order, "claimed_order")
     if claimed_nfe_per_step is not None:
         _positive(claimed_nfe_per_step, "claimed_nfe_per_step")
     loaded = _resolve(spec_or_solver, config)
     solver = loaded.solver
+    if getattr(solver, "needs_noise", False) and guidance is not None:
+        raise InputError(f"guidance: {loaded.name} is a stochastic sampler; the check under guidance covers ODE "
+                         "solvers only")
     if getattr(solver, "needs_noise", False):  # a stochastic sampler: conformance.stochastic
         return stochastic.check(loaded, claimed_order, config, quick=quick, progress=progress)
     unreadable = {}
@@ -48,6 +55,8 @@ def check(spec_or_solver, claimed_order: float | None = None, config: dict | Non
         if claimed is None:
             raise InputError("claimed_order: required, the solver declares no numeric `order`")
     ctx = Context(loaded.name, claimed, declared.variants(solver), claimed_nfe_per_step, unreadable=unreadable)
+    if guidance is not None:  # the check on the guided field (its own plan, targets and items)
+        return guided.check(loaded, ctx, guidance, config, targets=targets, quick=quick, progress=progress)
     planned = [] if unreadable else order.plan(loaded, ctx, targets, quick)
     if not planned and not unreadable:
         raise specs.SpecError(f"targets: no order configuration left for targets {list(targets or [])}")

@@ -7,6 +7,7 @@ so far and the progress bar.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -49,6 +50,8 @@ class Context:
     bar                   the progress bar, or None
     unreadable            claim -> reason for a declaration read before the items that cannot be read (the declared
                           `order`, when no claimed order is given); the item reading it fails
+    judge                 how the measured cases are judged: harness.results.results_from (default), or the
+                          guided check's (conformance.guided: its joint-Gaussian target is judged as a linear one)
     """
 
     name: str
@@ -59,6 +62,7 @@ class Context:
     items: dict[str, Item] = field(default_factory=dict)
     bar: Progress | None = None
     unreadable: dict[str, str] = field(default_factory=dict)
+    judge: Callable[[list, dict], list[CaseResult]] | None = None
     _cases: list[CaseResult] | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -74,5 +78,6 @@ class Context:
         data; computed once, so call it after the symbolic item has run."""
         if self._cases is None:
             symbolic = self.items.get("symbolic")
-            self._cases = results_from(self.measured, {self.name: (symbolic.data if symbolic else None) or None})
+            judge = self.judge or results_from
+            self._cases = judge(self.measured, {self.name: (symbolic.data if symbolic else None) or None})
         return self._cases

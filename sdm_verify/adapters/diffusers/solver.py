@@ -55,6 +55,15 @@ def _check_config_values(cls, config: dict) -> None:
             raise ValueError(f"config: {cls.__name__} needs {key} >= {_LEAST[key]} (got {value!r})")
 
 
+def guidance_of(denoiser):
+    """The classifier-free-guidance pair a denoiser carries, or None: an object with `guidance_scale` (a float),
+    `branches(x, sigma)` -> (D_u, D_c) (one batched model call of both branches) and `conditional(x, sigma)` -> D_c
+    (sdm_verify.conformance.guided.Guided). The scheduler is then driven with the pipeline's combination of the two
+    network outputs instead of the output of the combined denoiser."""
+    cfg = getattr(denoiser, "cfg_pair", None)
+    return cfg if cfg is not None and callable(getattr(cfg, "branches", None)) else None
+
+
 def _format_value(v) -> str:
     return v if isinstance(v, str) else json.dumps(v, default=str)
 
@@ -231,7 +240,9 @@ class DiffusersSolver(Solver):
     def __call__(self, denoiser, x: torch.Tensor, sigmas, callback=None) -> torch.Tensor:
         if callback is not None:
             raise ValueError("callback: the scheduler drives its own loop; per-step callbacks are not supported")
+        cfg = guidance_of(denoiser)  # a classifier-free-guided pair: combined as the pipeline does (_fake_model)
         denoiser = checked_denoiser(denoiser, self.name)
+        denoiser.sdm_verify_cfg = cfg
         check_x(x)
         if self.grid == "native":
             grid = check_grid(sigmas)
@@ -266,10 +277,20 @@ class DiffusersSolver(Solver):
     def _fake_model(self, denoiser, sigma_of):
         process, sd = self.process, self._sigma_data
 
+        cfg = getattr(denoiser, "sdm_verify_cfg", None)
+
         def model(inp, t):
             sigma = sigma_of(t)
             x = plain(inp) / input_scale(process, sigma, sd)
-            return model_output(process, x, denoiser(x, sigma), sigma, sd)
+            if cfg is None:
+                return model_output(process, x, denoiser(x, sigma), sigma, sd)
+            # pipeline_stable_diffusion: guidance_scale > 1 batches both branches and combines the two network
+            # outputs as out_u + g (out_c - out_u); guidance_scale <= 1 runs the conditional branch alone
+            if cfg.guidance_scale <= 1:
+                return model_output(process, x, cfg.conditional(x, sigma), sigma, sd)
+            d_u, d_c = cfg.branches(x, sigma)
+            out_u, out_c = (model_output(process, x, d, sigma, sd) for d in (d_u, d_c))
+            return out_u + cfg.guidance_scale * (out_c - out_u)
 
         return model
 
