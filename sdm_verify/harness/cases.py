@@ -117,8 +117,11 @@ class Case:
 #: claims, so they wait for that reading; their measured orders are in tests/test_solvers_pndm_momentum_bdia.py and
 #: docs/solvers_more.md. BDIA claims no order.
 _UNREAD = "claimed order not yet read from the paper's text"
+#: DPM-Solver-v3 runs on a model's statistics (EMS); registered without them it is DPM-Solver++ with v3's integrals
+_NO_EMS = "needs the target's EMS (docs/dpm_solver_v3.md); measured in tests/test_dpm_solver_v3.py"
 NOT_IN_MATRIX = {"pndm": _UNREAD, "plms": _UNREAD, "s_pndm": _UNREAD, "hb_dpmpp_2m": _UNREAD, "hb_plms": _UNREAD,
-                 "ghvb": _UNREAD, "bdia": "no order claimed (a heuristic for exact inversion)"}
+                 "ghvb": _UNREAD, "bdia": "no order claimed (a heuristic for exact inversion)",
+                 "dpm_solver_v3": _NO_EMS, "dpm_solver_v3_p2": _NO_EMS, "dpm_solver_v3_plain": _NO_EMS}
 
 
 def matrix_solvers() -> list[str]:

@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (registration side effects)
            bdia,
            deis,
            dpm,
+           dpm_v3,
            dpmpp_sde,
            ipndm,
            momentum,
