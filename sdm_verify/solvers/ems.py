@@ -8,7 +8,7 @@ sigma eps - l x~ = (1 - l) x~ - D. So the statistics below, as functions of lamb
 (the process only decides which lambda range a grid in its own time t covers); they are computed here with
 alpha = 1, lambda = -log sigma (docs/dpm_solver_v3.md §2).
 
-Definitions (paper §3.1, per coordinate, expectations over the noisy marginal p_sigma):
+Definitions (paper Sec. 3.1, per coordinate, expectations over the noisy marginal p_sigma):
     l(lambda) = diag E[sigma grad_x eps] = 1 - diag E[grad_x D]     (the l minimising E||grad_x(sigma eps - l x)||_F^2)
     f         = sigma eps - l x = (1 - l) x - D                      (alpha = 1)
     f'        = df/dlambda along the ODE dx/dlambda = D - x: -l' x + (1 - l)(D - x) - dD/dlambda|_ODE

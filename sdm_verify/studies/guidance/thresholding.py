@@ -1,5 +1,5 @@
-"""Dynamic thresholding (Imagen, Saharia et al. 2022 §2.3; as DPM-Solver++ applies it to the data prediction,
-Lu et al. 2022 §3.3 and dpm_solver_pytorch.py `dynamic_thresholding_fn`) as a denoiser wrapper for any solver.
+"""Dynamic thresholding (Imagen, Saharia et al. 2022 Sec. 2.3; as DPM-Solver++ applies it to the data prediction,
+Lu et al. 2022 Sec. 3.3 and dpm_solver_pytorch.py `dynamic_thresholding_fn`) as a denoiser wrapper for any solver.
 
     x0 = D(x, sigma);  s = the p-th quantile of |x0| over each sample's coordinates (torch.quantile, linear);
     s <- max(s, max_value);  x0 <- clip(x0, -s, s) * (max_value / s).
