@@ -147,6 +147,16 @@ def schedules_study(p, *argv):
     p.cli(["schedules", *argv])
 
 
+def guidance_study(p, *argv):
+    p.forbid("sdm_verify.studies.guidance.study.run")
+    p.cli(["guidance", *argv])
+
+
+def outside_table(p, *argv):
+    p.forbid("sdm_verify.report.outside.run")
+    p.cli(["outside", *argv])
+
+
 def stochastic_report(p, *argv):
     p.forbid("sdm_verify.report.stochastic.measure")
     p.cli(["stochastic", *argv])
@@ -261,6 +271,17 @@ CASES = [
     Bad("schedules-out-is-a-file", lambda p: schedules_study(p, "--quick", "--out", str(p.tmp / "o")), CliExit,
         ("--out", "not a folder"), setup=lambda p: (p.tmp / "o").write_text("x")),
     Bad("schedules-json-is-a-directory", lambda p: schedules_study(p, "--quick", "--json", str(p.tmp)), CliExit,
+        ("--json", "directory")),
+    Bad("schedules-budget-negative", lambda p: schedules_study(p, "--quick", "--no-store", "--out", str(p.tmp / "o"),
+                                                               "--budget", "-1"), CliExit, "--budget"),
+    # guidance and outside (report folder and --json file, checked before anything is computed)
+    Bad("guidance-out-is-a-file", lambda p: guidance_study(p, "--quick", "--out", str(p.tmp / "o")), CliExit,
+        ("--out", "not a folder"), setup=lambda p: (p.tmp / "o").write_text("x")),
+    Bad("guidance-json-is-a-directory", lambda p: guidance_study(p, "--quick", "--json", str(p.tmp)), CliExit,
+        ("--json", "directory")),
+    Bad("outside-out-is-a-file", lambda p: outside_table(p, "--quick", "--out", str(p.tmp / "o")), CliExit,
+        ("--out", "not a folder"), setup=lambda p: (p.tmp / "o").write_text("x")),
+    Bad("outside-json-is-a-directory", lambda p: outside_table(p, "--quick", "--json", str(p.tmp)), CliExit,
         ("--json", "directory")),
     Bad("report-page-write-into-a-file", lambda p: Report("t").write(p.tmp / "o"), OutputPathError,
         ("out_dir", "not a folder"), setup=lambda p: (p.tmp / "o").write_text("x")),

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for command in (oracle, theory, report, real, validate, stochastic, schedules, guidance):
         command.add_parser(sub)
+    __import__(__package__ + ".outside", fromlist=["add_parser"]).add_parser(sub)  # sdm-verify outside (issue 17)
     return p
 
 

@@ -150,6 +150,15 @@ def _model(profile, sched, cfg, process, target, sd):
     return call
 
 
+#: W2 below this is converged for any purpose here (float32 round-off of the shipped run is ~1e-6)
+STALL_ABS = 1e-3
+
+
+def stalls(w2_prev: float, w2_last: float, floor: float = 0.0) -> bool:
+    """The last refinement of N did not lower W2 by 10% although W2 is well above the floors: a biased limit."""
+    return w2_last > max(STALL_ABS, 3.0 * floor) and w2_last > 0.9 * w2_prev
+
+
 def _one(cls, config, profile, cfg, process, n, target, stochastic, step_args):
     from ..adapters.diffusers.conventions import sample_scale
     from ..adapters.diffusers.dependency import quiet
@@ -264,4 +273,7 @@ def as_shipped(cls_or_solver, config: dict | None = None, quick: bool = False) -
         if not done[-1].w2 < done[0].w2 - floor:
             failures.append(f"no convergence on its own grid: W2 {done[0].w2:.3e} at N={done[0].n}, "
                             f"{done[-1].w2:.3e} at N={done[-1].n}")
+        elif stalls(done[-2].w2, done[-1].w2, floor):
+            failures.append(f"stalls on its own grid: W2 {done[-2].w2:.3e} at N={done[-2].n}, {done[-1].w2:.3e} at "
+                            f"N={done[-1].n} (W2 fell by less than 10% as N grew: a biased limit)")
     return ShippedResult(cls.__name__, {**config, **step_args}, rows, failures)
