@@ -153,3 +153,17 @@ def test_rows_are_reused_from_the_store_and_recomputed_for_other_code(tmp_path, 
     monkeypatch.setattr(outside, "code", lambda: {**code, "outside": "other code"})
     outside.run(quick=True, store=store, progress=False, only=only[:1])
     assert calls[-1] == "sample_dpm_fast" and len(calls) == 4
+
+
+def test_readme_carries_the_committed_table_verbatim():
+    """The README's table is the suite's output: compact() of the committed rows, character for character."""
+    import json
+    from pathlib import Path
+
+    from sdm_verify.report import outside
+
+    root = Path(__file__).resolve().parent.parent
+    rows = json.loads((root / "reports" / "outside" / "rows.json").read_text(encoding="utf-8"))
+    table = outside.compact(rows)
+    assert (root / "reports" / "outside" / "table.md").read_text(encoding="utf-8") == table
+    assert table in (root / "README.md").read_text(encoding="utf-8")

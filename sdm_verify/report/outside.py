@@ -302,11 +302,32 @@ def markdown(rows: list[dict], quick: bool, elapsed: float | None = None) -> str
     return "\n".join(head + lines + tail) + "\n"
 
 
+def compact(rows: list[dict]) -> str:
+    """The README's table: one line per row, the verdict cut to its first reason (OUT/table.md)."""
+    def verdict(r) -> str:
+        if r["verdict"] == "refused":
+            return "refused: " + _short(r["reason"], 90)
+        if r["verdict"] in ("FAIL", "error"):
+            return f"**{r['verdict']}**: " + _short(r["reason"], 110)
+        return "PASS"
+
+    header = ["library", "sampler", "claimed", "measured", "W2 as shipped, N = 10 / 25", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        name = f"`{r['sampler']}`" + (f" {json.dumps(r['config'])}" if r.get("config") else "")
+        measured = "—" if r["status"] == "refused" else _short(r["measured_text"], 40)
+        w2 = "—" if r["w2_10"] is None and r["w2_25"] is None else f"{_num(r['w2_10'])} / {_num(r['w2_25'])}"
+        cells = [r["library"], name, _claimed(r), measured, w2, verdict(r).replace("|", "\\|")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write(rows: list[dict], out, quick: bool = False, elapsed: float | None = None) -> Path:
-    """OUT/index.md and OUT/rows.json; returns the index path."""
+    """OUT/index.md, OUT/table.md (the README's compact table) and OUT/rows.json; returns the index path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows.json").write_text(json.dumps(_plain(rows), indent=1) + "\n", encoding="utf-8")
     index = out / "index.md"
     index.write_text(markdown(rows, quick, elapsed), encoding="utf-8")
+    (out / "table.md").write_text(compact(rows), encoding="utf-8")
     return index
