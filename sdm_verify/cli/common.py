@@ -47,3 +47,21 @@ def print_summary(results, md: Path) -> None:
     print(f"{len(results)} cases: {counts['agree']} agree, {counts['deviates']} deviate, "
           f"{counts['no window']} without an asymptotic window")
     print(f"report: {md} and {md.with_suffix('.html')}")
+
+
+def add_store_options(parser, default: str) -> None:
+    """--store FILE (default `default`) and --no-store, for a study whose cells are kept in a results store."""
+    parser.add_argument("--store", default=default, help="results store: each cell is written as it finishes and "
+                        f"reused by a rerun of the same code (default: {default})")
+    parser.add_argument("--no-store", action="store_true", help="compute everything in memory, store nothing")
+
+
+def store_path(args) -> Path | None:
+    """The checked --store path (its folder created if missing), or None with --no-store."""
+    from ..harness.store_path import check_store_path
+
+    if args.no_store:
+        return None
+    if args.store and not Path(args.store).parent.exists():
+        Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+    return check_store_path(args.store, name="--store")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import torch
 
-from ..harness.store_path import check_store_path
 from ..report.page import check_output_dir
+from .common import add_store_options, store_path
 from .validate import check_output
 
 
@@ -24,9 +23,7 @@ def add_parser(sub) -> None:
     s.add_argument("--quick", action="store_true", help="the quick matrix (about a minute)")
     s.add_argument("--json", metavar="FILE", help="write every measured curve and table as JSON")
     s.add_argument("--out", default="reports/guidance", help="report folder (default: reports/guidance)")
-    s.add_argument("--store", default="results/guidance.sqlite", help="results store: each cell is written as it "
-                   "finishes and reused by a rerun of the same code (default: results/guidance.sqlite)")
-    s.add_argument("--no-store", action="store_true", help="compute everything in memory, store nothing")
+    add_store_options(s, "results/guidance.sqlite")
     s.set_defaults(func=run)
 
 
@@ -46,11 +43,7 @@ def run(args) -> int:
     out_json = check_output(args.json)
     out = check_output_dir(args.out, "--out")
     torch.set_num_threads(1)
-    store = None
-    if not args.no_store:
-        if args.store and not Path(args.store).parent.exists():
-            Path(args.store).parent.mkdir(parents=True, exist_ok=True)
-        store = check_store_path(args.store, name="--store")
+    store = store_path(args)
     res = study.run(quick=args.quick, store=store)
     if out_json is not None:
         out_json.parent.mkdir(parents=True, exist_ok=True)

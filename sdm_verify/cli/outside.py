@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import torch
 
-from ..harness.store_path import check_store_path
 from ..report.page import check_output_dir
+from .common import add_store_options, store_path
 from .validate import check_output
 
 
@@ -25,9 +24,7 @@ def add_parser(sub) -> None:
     s.add_argument("--quick", action="store_true", help="the quick subset (well under a minute)")
     s.add_argument("--out", default="reports/outside", help="report folder (default: reports/outside)")
     s.add_argument("--json", metavar="FILE", help="also write the rows as a JSON list to FILE")
-    s.add_argument("--store", default="results/outside.sqlite", help="results store: each row is written as it "
-                   "finishes and reused by a rerun of the same code (default: results/outside.sqlite)")
-    s.add_argument("--no-store", action="store_true", help="compute everything in memory, store nothing")
+    add_store_options(s, "results/outside.sqlite")
     s.set_defaults(func=run)
 
 
@@ -37,11 +34,7 @@ def run(args) -> int:
     out_json = check_output(args.json)
     out = check_output_dir(args.out, "--out")
     torch.set_num_threads(1)
-    store = None
-    if not args.no_store:
-        if args.store and not Path(args.store).parent.exists():
-            Path(args.store).parent.mkdir(parents=True, exist_ok=True)
-        store = check_store_path(args.store, name="--store")
+    store = store_path(args)
     start = time.perf_counter()
     rows = outside.run(quick=args.quick, store=store)
     elapsed = time.perf_counter() - start

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
 from ..errors import InputError
-from ..harness.store_path import check_store_path
 from ..report.page import check_output_dir
+from .common import add_store_options, store_path
 from .validate import check_output
 
 
@@ -23,11 +22,9 @@ def add_parser(sub) -> None:
     s.add_argument("--json", metavar="FILE", help="write the rows (solver, target, process, N, schedule, grid, "
                    "error) as a JSON list")
     s.add_argument("--out", default="reports/schedules", help="report folder (default: reports/schedules)")
-    s.add_argument("--store", default="results/schedules.sqlite", help="results store: each cell is written as "
-                   "it finishes and reused by a rerun of the same code (default: results/schedules.sqlite)")
     s.add_argument("--budget", type=float, metavar="SECONDS", help="start no new cell after this many seconds; "
                    "cells left out are marked in the report and computed by a rerun with the same store")
-    s.add_argument("--no-store", action="store_true", help="compute everything in memory, store nothing")
+    add_store_options(s, "results/schedules.sqlite")
     s.add_argument("--no-published", action="store_true", help="score only the fixed schedules (EDM, logSNR, "
                    "uniform t) against the optimum")
     s.set_defaults(func=run)
@@ -39,11 +36,7 @@ def run(args) -> int:
     out_json = check_output(args.json)
     out = check_output_dir(args.out, "--out")
     torch.set_num_threads(1)
-    store = None
-    if not args.no_store:
-        if args.store and not Path(args.store).parent.exists():
-            Path(args.store).parent.mkdir(parents=True, exist_ok=True)
-        store = check_store_path(args.store, name="--store")
+    store = store_path(args)
     if args.budget is not None and not args.budget >= 0:
         raise InputError(f"--budget: must be a number of seconds >= 0 (got {args.budget})")
     rows = study.run(quick=args.quick, with_published=not args.no_published, store=store, budget_s=args.budget)

@@ -71,6 +71,21 @@ def edm_loss(model, x0: torch.Tensor, sigma_data: float, gen: torch.Generator,
 
 
 @torch.no_grad()
+def apply_step(model, ema, opt, loss, step: int, ema_decay: float, losses: list) -> None:
+    """One Adam step on `loss`, then the EMA update with the warm-up decay min(ema_decay, (1 + step)/(10 + step)),
+    and the loss appended to `losses`; a non-finite loss raises FloatingPointError naming the step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.lerp_(pm, 1 - decay)
+    losses.append(float(loss.detach()))
+    if not math.isfinite(losses[-1]):
+        raise FloatingPointError(f"training diverged at step {step}: loss {losses[-1]}")
+
+
 def sample(model, n: int = 100, steps: int = 18, seed: int = SAMPLE_SEED) -> torch.Tensor:
     """n samples of `model` (run in float64): EDM Heun on the EDM rho = 7 grid, 80 -> 0.002 then a step into 0."""
     model = copy.deepcopy(model).double().eval()
@@ -130,16 +145,7 @@ def _train(out, seconds, steps, seed, batch, lr, warmup, ema_decay, arch, n_samp
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup)
         loss = edm_loss(model, x0, sigma_data, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
-        losses.append(float(loss.detach()))
-        if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"training diverged at step {step}: loss {losses[-1]}")
+        apply_step(model, ema, opt, loss, step, ema_decay, losses)
         step += 1
         bar.update(1)
         if step % 25 == 0 or step == steps:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from .digits import save_image_grid
 from .edm_unet_cond import P_DROP, drop_labels, guided, label_rows
 from .mnist import load_mnist_images, measure_sigma_data, mnist_checkpoint
 from .own import save_denoiser
-from .train_digits import P_MEAN, P_STD, P_UNIFORM, SIGMA_MAX, SIGMA_MIN, sample_sigma
+from .train_digits import P_MEAN, P_STD, P_UNIFORM, SIGMA_MAX, SIGMA_MIN, apply_step, sample_sigma
 
 __all__ = ["DEFAULT_ARCH", "DEFAULT_SECONDS", "train", "sample", "main"]
 
@@ -127,16 +126,7 @@ def _train(out, seconds, steps, seed, batch, lr, warmup, ema_decay, p_drop, arch
         denoised = model(x0 + sigma[:, None, None, None] * noise, sigma, rows)
         weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
         loss = (weight[:, None, None, None] * (denoised - x0) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
-        losses.append(float(loss.detach()))
-        if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"training diverged at step {step}: loss {losses[-1]}")
+        apply_step(model, ema, opt, loss, step, ema_decay, losses)
         step += 1
         bar.update(1)
         if step % 25 == 0 or step == steps:
