@@ -140,7 +140,20 @@ class HBDPMSolverPP2M(_Momentum):
         return torch.add((t / s) * x, v, alpha=-math.expm1(-h))
 
 
-class HBPLMS(_Momentum):
+class _OrderBeta(_Momentum):
+    """The PLMS-based momentum solvers: `order` history values and momentum beta; beta = 1 is iPNDM of that order."""
+
+    def _set_order_beta(self, order, beta) -> None:
+        self.history_size = _check_order(order)
+        self.beta = _check_beta(beta)
+        self.equivalent = "ipndm" if self.beta == 1.0 else None
+        self.equivalent_params = {"max_order": self.history_size}
+
+    def params(self) -> dict:
+        return {"order": self.history_size, "beta": self.beta}
+
+
+class HBPLMS(_OrderBeta):
     """PLMS (lower-order warm-up) with heavy-ball momentum on its combination. First order for beta < 1."""
 
     name = "hb_plms"
@@ -148,16 +161,10 @@ class HBPLMS(_Momentum):
                     "convergence' (beta < 1); beta = 1 is PLMS/iPNDM of the given order (uniform steps)")
 
     def __init__(self, order: int = 4, beta: float = 0.8):
-        self.history_size = _check_order(order)
-        self.beta = _check_beta(beta)
+        self._set_order_beta(order, beta)
         self.order = self.history_size if self.beta == 1.0 else 1
         self.notes = ("warm-up: Adams-Bashforth with k = min(order, i + 1) values (Euler first step), as the "
                       "authors' PLMS",)
-        self.equivalent = "ipndm" if self.beta == 1.0 else None
-        self.equivalent_params = {"max_order": self.history_size}
-
-    def params(self) -> dict:
-        return {"order": self.history_size, "beta": self.beta}
 
     def step(self, denoiser, x, i, ctx: StepContext):
         s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
@@ -172,7 +179,7 @@ class HBPLMS(_Momentum):
         return torch.add(x, v, alpha=t - s)
 
 
-class GHVB(_Momentum):
+class GHVB(_OrderBeta):
     """Generalised heavy ball of order `order` with momentum beta: see the module docstring."""
 
     name = "ghvb"
@@ -181,16 +188,10 @@ class GHVB(_Momentum):
                     "§3); beta = 1 is PLMS/iPNDM of order r")
 
     def __init__(self, order: int = 4, beta: float = 0.8):
-        self.history_size = _check_order(order)
-        self.beta = _check_beta(beta)
+        self._set_order_beta(order, beta)
         self.order = self.history_size
         self.notes = ("warm-up: k = min(order, i + 1) velocities; the velocity starts at eps_0 (as the authors' code), "
                       "so the first steps also carry the average's start-up lag",)
-        self.equivalent = "ipndm" if self.beta == 1.0 else None
-        self.equivalent_params = {"max_order": self.history_size}
-
-    def params(self) -> dict:
-        return {"order": self.history_size, "beta": self.beta}
 
     def step(self, denoiser, x, i, ctx: StepContext):
         s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
