@@ -118,10 +118,13 @@ class Case:
 #: docs/solvers_more.md. BDIA claims no order.
 _UNREAD = "claimed order not yet read from the paper's text"
 #: DPM-Solver-v3 runs on a model's statistics (EMS); registered without them it is DPM-Solver++ with v3's integrals
+_DC = "at its default ratios (all 1) it is the registered UniPC, measured there; other ratios come from a search"
 _NO_EMS = "needs the target's EMS (docs/dpm_solver_v3.md); measured in tests/test_dpm_solver_v3.py"
 NOT_IN_MATRIX = {"pndm": _UNREAD, "plms": _UNREAD, "s_pndm": _UNREAD, "hb_dpmpp_2m": _UNREAD, "hb_plms": _UNREAD,
                  "ghvb": _UNREAD, "bdia": "no order claimed (a heuristic for exact inversion)",
-                 "dpm_solver_v3": _NO_EMS, "dpm_solver_v3_p2": _NO_EMS, "dpm_solver_v3_plain": _NO_EMS}
+                 "dpm_solver_v3": _NO_EMS, "dpm_solver_v3_p2": _NO_EMS, "dpm_solver_v3_plain": _NO_EMS,
+                 **{n: _DC for n in ("dc_solver", "dc_solver_bh1_p1", "dc_solver_bh1_p2", "dc_solver_bh1_p3",
+                                     "dc_solver_bh2_p1", "dc_solver_bh2_p3")}}
 
 
 def matrix_solvers() -> list[str]:

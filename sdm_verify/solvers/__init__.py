@@ -10,6 +10,7 @@ from ..grid import check_grid
 from . import (  # noqa: F401  (registration side effects)
            ancestral,
            bdia,
+           dc_solver,
            deis,
            dpm,
            dpm_v3,
@@ -23,6 +24,7 @@ from . import (  # noqa: F401  (registration side effects)
            sa_solver,
            sde,
            sdm,
+           time_shift,
            unipc,
 )
 from .base import Solver, StepContext, ode_derivative
