@@ -88,13 +88,14 @@ def _table(rows, eff, zero, solver, tname, final) -> list[str]:
 
 
 def _curvature(rows) -> list[str]:
-    opts = [r for r in rows if r.schedule == "optimal" and r.extra.get("allocation") and r.error > ZERO]
+    opts = [r for r in rows if r.schedule == "optimal" and r.extra.get("allocation") and r.error > ZERO
+            and r.status == "ok"]
     if not opts:
         return []
     out = ["## Where the optimum puts its steps, against the flow's curvature", "",
            "kappa(sigma) = mean ||x''|| / ||x'|| on exact draws of p_sigma (docs/schedules.md §5). A curvature "
            "allocation takes steps h ~ 1/kappa in sigma: slope -1 of log h against log kappa, rank correlation 1. "
-           "Cells whose optimum has zero error are left out (their grid is one of a family).", "",
+           "Only certified optima with a non-zero error (a zero-error grid is one of a family).", "",
            "| solver | target | N | slope d log h / d log kappa | rank corr(h, 1/kappa) | h kappa: min – max |",
            "|---|---|---|---|---|---|"]
     for r in opts:
@@ -215,7 +216,8 @@ def figures(rows: list[Row], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "efficiency.png", dpi=80)
     plt.close(fig)
-    opts = [r for r in rows if r.schedule == "optimal" and r.extra.get("allocation") and r.error > ZERO]
+    opts = [r for r in rows if r.schedule == "optimal" and r.extra.get("allocation") and r.error > ZERO
+            and r.status == "ok"]
     if opts:
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for r in opts:
