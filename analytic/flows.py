@@ -89,11 +89,20 @@ def reference_flow(
         raise ValueError("target: expected an analytic.GaussianMixture")
     x = check_points(x, target.d)
     sf, st = _sigmas(sigma_from, sigma_to)
+    return dop853_flow(target.denoiser, x, sf, st, float(target.eigvals.min()), rtol, atol, return_info,
+                       "reference_flow")
+
+
+def dop853_flow(field, x: torch.Tensor, sf: float, st: float, l_min: float, rtol, atol, return_info,
+                who: str = "dop853_flow"):
+    """DOP853 on dx/dlambda = field(x, e^-lambda) - x from sigma sf to st for checked points x (B, d), one system for
+    the batch; a flow to or from sigma = 0 stops at ZERO_SIGMA_FACTOR * sqrt(l_min) (l_min: the smallest covariance
+    eigenvalue of the law). The shared core of reference_flow and guidance.guided_reference_flow."""
     rtol, atol = check_float(rtol, "rtol", positive=True), check_float(atol, "atol", positive=True)
     if rtol < _MIN_RTOL:
         raise ValueError(f"rtol: must be >= {_MIN_RTOL:g} (DOP853's floor, 100 eps), got {rtol!r}")
     return_info = check_bool(return_info, "return_info")
-    tiny = ZERO_SIGMA_FACTOR * math.sqrt(float(target.eigvals.min()))
+    tiny = ZERO_SIGMA_FACTOR * math.sqrt(l_min)
     lam_from, lam_to = -math.log(max(sf, tiny)), -math.log(max(st, tiny))
     shape = x.shape
     if lam_from == lam_to:
@@ -102,16 +111,14 @@ def reference_flow(
 
     def rhs(lam, y):
         xs = torch.from_numpy(y).reshape(shape)
-        return (target.denoiser(xs, math.exp(-lam)) - xs).reshape(-1).numpy()
+        return (field(xs, math.exp(-lam)) - xs).reshape(-1).numpy()
 
     sol = solve_ivp(rhs, (lam_from, lam_to), x.reshape(-1).numpy().astype(np.float64), method="DOP853",
                     rtol=rtol, atol=atol)
     if not sol.success:
-        raise RuntimeError(f"reference_flow: DOP853 failed: {sol.message}")
+        raise RuntimeError(f"{who}: DOP853 failed: {sol.message}")
     out = torch.from_numpy(sol.y[:, -1].copy()).to(DTYPE).reshape(shape)
-    if return_info:
-        return out, {"nfev": int(sol.nfev), "steps": int(sol.t.size - 1)}
-    return out
+    return (out, {"nfev": int(sol.nfev), "steps": int(sol.t.size - 1)}) if return_info else out
 
 
 def exact_flow(target: GaussianMixture, x: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.Tensor:
