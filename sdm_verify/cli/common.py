@@ -5,9 +5,15 @@ judged cases."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import tempfile
 from pathlib import Path
 
+import torch
+
+from ..errors import OutputPathError
 from ..harness.results import VERDICTS
 from ..harness.store import ResultStore
 from ..report.page import check_output_dir
@@ -65,3 +71,46 @@ def store_path(args) -> Path | None:
     if args.store and not Path(args.store).parent.exists():
         Path(args.store).parent.mkdir(parents=True, exist_ok=True)
     return check_store_path(args.store, name="--store")
+
+
+def check_output(text: str | None) -> Path | None:
+    """--json: a file that can be written after the run. Checked before it (nothing is created): not a directory,
+    and its nearest existing parent a writable directory (missing parents are created after the run)."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise OutputPathError("--json: empty path")
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise OutputPathError(f"--json: {text} is a directory; give the path of a file to write")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise OutputPathError(f"--json: {text} exists and is not writable")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"--json: {text} cannot be created: {parent} is not a directory")
+    try:  # os.access is not enough (root, read-only file systems): create and remove a probe file
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".sdm-verify-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputPathError(f"--json: {text} cannot be written: {parent} is not a writable directory "
+                              f"({exc.strerror or exc})") from None
+    return path
+
+
+def study_outputs(args) -> tuple[Path | None, Path, Path | None]:
+    """A study command's outputs, checked before any work: (--json file or None, --out folder, --store path or None);
+    the study then runs on one thread (its numbers do not depend on the thread count, its cost is stated per core)."""
+    out_json = check_output(args.json)
+    out = check_output_dir(args.out, "--out")
+    torch.set_num_threads(1)
+    return out_json, out, store_path(args)
+
+
+def write_json(path: Path, obj) -> None:
+    """Write obj as indented JSON to a path checked by check_output (its missing parents created now)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")

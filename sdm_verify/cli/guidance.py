@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 
-import torch
-
-from ..report.page import check_output_dir
-from .common import add_store_options, store_path
-from .validate import check_output
+from .common import add_store_options, study_outputs, write_json
 
 
 def add_parser(sub) -> None:
@@ -40,13 +35,9 @@ def _plain(obj):
 def run(args) -> int:
     from ..studies.guidance import report, study
 
-    out_json = check_output(args.json)
-    out = check_output_dir(args.out, "--out")
-    torch.set_num_threads(1)
-    store = store_path(args)
+    out_json, out, store = study_outputs(args)
     res = study.run(quick=args.quick, store=store)
     if out_json is not None:
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(_plain(res.to_dict()), indent=1) + "\n", encoding="utf-8")
+        write_json(out_json, _plain(res.to_dict()))
     print(f"wrote {report.write(res, out)}")
     return 0

@@ -3,14 +3,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 
-import torch
-
-from ..report.page import check_output_dir
-from .common import add_store_options, store_path
-from .validate import check_output
+from .common import add_store_options, study_outputs, write_json
 
 
 def add_parser(sub) -> None:
@@ -31,16 +26,12 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..report import outside
 
-    out_json = check_output(args.json)
-    out = check_output_dir(args.out, "--out")
-    torch.set_num_threads(1)
-    store = store_path(args)
+    out_json, out, store = study_outputs(args)
     start = time.perf_counter()
     rows = outside.run(quick=args.quick, store=store)
     elapsed = time.perf_counter() - start
     if out_json is not None:
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(outside._plain(rows), indent=1) + "\n", encoding="utf-8")
+        write_json(out_json, outside._plain(rows))
     print(f"wrote {outside.write(rows, out, quick=args.quick, elapsed=elapsed)}")
     counts = {v: sum(r["verdict"] == v for r in rows) for v in ("PASS", "FAIL", "refused", "error")}
     print(", ".join(f"{n} {v}" for v, n in counts.items()) + f"; {elapsed:.0f} s "

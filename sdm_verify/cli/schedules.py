@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
-import torch
-
 from ..errors import InputError
-from ..report.page import check_output_dir
-from .common import add_store_options, store_path
-from .validate import check_output
+from .common import add_store_options, study_outputs, write_json
 
 
 def add_parser(sub) -> None:
@@ -33,16 +27,12 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..studies.schedules import report, study
 
-    out_json = check_output(args.json)
-    out = check_output_dir(args.out, "--out")
-    torch.set_num_threads(1)
-    store = store_path(args)
     if args.budget is not None and not args.budget >= 0:
         raise InputError(f"--budget: must be a number of seconds >= 0 (got {args.budget})")
+    out_json, out, store = study_outputs(args)
     rows = study.run(quick=args.quick, with_published=not args.no_published, store=store, budget_s=args.budget)
     if out_json is not None:
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n", encoding="utf-8")
+        write_json(out_json, [r.to_dict() for r in rows])
     print(f"wrote {report.write(rows, out)}")
     uncertified = [r for r in rows if r.schedule == "optimal" and r.status != "ok"]
     skipped = [r for r in uncertified if r.status.startswith("not computed")]

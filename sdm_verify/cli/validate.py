@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -14,9 +13,8 @@ import torch
 from ..adapters import spec as specs
 from ..adapters.spec import as_solver
 from ..conformance import check
-from ..errors import OutputPathError
 from ..harness.targets import available as available_targets
-from .common import UsageError, positive
+from .common import UsageError, check_output, positive  # noqa: F401  (check_output: re-exported)
 
 
 def add_parser(sub) -> None:
@@ -128,34 +126,6 @@ def read_config(text: str | None) -> dict | None:
     if not isinstance(config, dict):
         raise UsageError(f"--config: expected a JSON object, {where} is {_json_kind(config)}")
     return config
-
-
-def check_output(text: str | None) -> Path | None:
-    """--json: a file that can be written after the run. Checked before it (nothing is created): not a directory,
-    and its nearest existing parent a writable directory (missing parents are created after the run)."""
-    if text is None:
-        return None
-    if not text.strip():
-        raise OutputPathError("--json: empty path")
-    path = Path(text)
-    if text.endswith(("/", os.sep)) or path.is_dir():
-        raise OutputPathError(f"--json: {text} is a directory; give the path of a file to write")
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            raise OutputPathError(f"--json: {text} exists and is not writable")
-        return path
-    parent = path.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputPathError(f"--json: {text} cannot be created: {parent} is not a directory")
-    try:  # os.access is not enough (root, read-only file systems): create and remove a probe file
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".sdm-verify-probe-"):
-            pass
-    except OSError as exc:
-        raise OutputPathError(f"--json: {text} cannot be written: {parent} is not a writable directory "
-                              f"({exc.strerror or exc})") from None
-    return path
 
 
 def validate(spec: str, claimed: float | None = None, targets=None, *, config: dict | None = None,
